@@ -1,0 +1,1 @@
+"""Shared vocabulary of the worker and the studio: kinds, tasks, capabilities, results."""

@@ -1,0 +1,24 @@
+"""`LogEntry` (protocol §4.2) and its timestamp format."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from studio_worker.domain.wire import WireModel
+
+LogLevel = Literal["info", "warn", "error"]
+
+
+def rfc3339_millis(moment: datetime) -> str:
+    """`2026-10-07T09:14:03.512Z`: UTC, milliseconds, `Z`."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+class LogEntry(WireModel):
+    ts: str
+    level: LogLevel
+    category: str
+    message: str
+    job_id: str | None = None
