@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 API_PREFIX = "/graphics/api"
@@ -58,3 +59,15 @@ def register_poll_url(base: str, request_id: str) -> str:
 
 def complete_url(base: str, worker_id: str, job_id: str) -> str:
     return http_url(base, f"/workers/{worker_id}/jobs/{job_id}/complete")
+
+
+@dataclass(frozen=True, slots=True)
+class StudioLink:
+    """Where and as whom an approved worker talks to its studio."""
+
+    base_url: str
+    worker_id: str
+    auth_token: str
+
+    def __repr__(self) -> str:  # never print the token
+        return f"StudioLink(base_url={self.base_url!r}, worker_id={self.worker_id!r})"

@@ -1,0 +1,1 @@
+"""Engines: the Engine port, the static roster, and the engines themselves."""

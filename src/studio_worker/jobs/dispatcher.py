@@ -1,0 +1,193 @@
+"""The dispatcher (protocol §3.7-§3.8): offer -> accept/reject -> engine -> delivery.
+
+The session asks `consider()` for the answer to an offer and sends it; an accepted claim
+is then `start()`ed and runs in the dispatcher's own task group, so a reconnect never
+kills a running job. Results leave through the FrameSink (JSON) or the uploader (bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from studio_worker.domain.logs import rfc3339_millis
+from studio_worker.domain.results import (
+    BINARY_KINDS,
+    BinaryResult,
+    JobError,
+    JobResult,
+    JsonResult,
+)
+from studio_worker.domain.tasks import JobOfferClaim, full_prompt, prompt_preview
+from studio_worker.engines.registry import EngineRegistry
+from studio_worker.jobs.admission import Admit, admit
+from studio_worker.jobs.gate import JobGate
+from studio_worker.protocol.frames import Accept, CompleteJson, Fail, Reject
+from studio_worker.protocol.ports import FrameSink
+from studio_worker.protocol.urls import StudioLink
+from studio_worker.results.uploader import ResultUploader
+from studio_worker.status.shiplog import Breadcrumbs
+from studio_worker.status.store import JobRecord, StatusStore
+
+log = logging.getLogger(__name__)
+
+RunBlocking = Callable[..., Awaitable[Any]]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        gate: JobGate,
+        engines: EngineRegistry,
+        uploader: ResultUploader,
+        sink: FrameSink,
+        status: StatusStore,
+        crumbs: Breadcrumbs,
+        link: Callable[[], StudioLink | None],
+        only_when_idle: Callable[[], bool] = lambda: False,
+        presence: Callable[[], str | None] = lambda: None,
+        run_blocking: RunBlocking = asyncio.to_thread,
+    ) -> None:
+        self._gate = gate
+        self._engines = engines
+        self._uploader = uploader
+        self._sink = sink
+        self._status = status
+        self._crumbs = crumbs
+        self._link = link
+        self._only_when_idle = only_when_idle
+        self._presence = presence
+        self._run_blocking = run_blocking
+        self._queue: asyncio.Queue[JobOfferClaim] = asyncio.Queue()
+        self._cancel = threading.Event()
+
+    # ---- offer handling (called by the session, never blocks) --------------------
+
+    def consider(self, claim: JobOfferClaim) -> Accept | Reject:
+        """Decide an offer; on accept the gate is reserved for this job."""
+        self._crumbs(
+            "info",
+            "ws",
+            f"offer received {claim.job_id} game={claim.game_id} asset={claim.asset_name} "
+            f"model={claim.model} vram={claim.vram_gb_estimate:g}",
+            claim.job_id,
+        )
+        verdict = admit(
+            paused=self._status.paused,
+            only_when_idle=self._only_when_idle(),
+            presence=self._presence(),
+            busy=self._gate.busy,
+        )
+        if isinstance(verdict, Admit) and self._gate.try_reserve(claim.job_id):
+            return Accept(job_id=claim.job_id)
+        if isinstance(verdict, Admit):  # lost the race for the gate
+            verdict = admit(paused=False, only_when_idle=False, presence=None, busy=True)
+        assert not isinstance(verdict, Admit)
+        self._crumbs("info", "ws", f"rejecting offer {claim.job_id}: {verdict.log}", claim.job_id)
+        return Reject(job_id=claim.job_id, reason=verdict.reason, code=verdict.code)
+
+    def abandon(self, claim: JobOfferClaim, error: str) -> None:
+        """The `accept` could not be sent: free the gate, send nothing else."""
+        self._crumbs("warn", "ws", f"accept send failed for offer {claim.job_id}: {error}")
+        self._gate.release(claim.job_id)
+
+    def start(self, claim: JobOfferClaim) -> None:
+        self._queue.put_nowait(claim)
+
+    def refuse_unreadable(self, job_id: str, reason: str) -> None:
+        """An offer we cannot read: accept it and fail it terminally, so it never loops."""
+        self._crumbs("error", "ws", f"dispatch failed: unreadable offer: {reason}", job_id)
+        self._sink.put(Accept(job_id=job_id))
+        self._sink.put(Fail(job_id=job_id, error=f"unreadable offer: {reason}", retryable=False))
+
+    # ---- running ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run accepted jobs until cancelled; each job is its own task."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    claim = await self._queue.get()
+                    group.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
+        finally:
+            self._cancel.set()
+
+    async def _run_job(self, claim: JobOfferClaim) -> None:
+        job_id = claim.job_id
+        started = time.monotonic()
+        prompt = full_prompt(claim.task)
+        self._status.job_started(
+            JobRecord(
+                job_id=job_id,
+                kind=claim.task.kind.value,
+                model=claim.model,
+                engine=claim.model_source.engine,
+                prompt_preview=prompt_preview(prompt),
+                started_at=_iso_now(),
+            )
+        )
+        log.info("job started", extra={"op": "job", "job_id": job_id})
+        outcome, error = "failed", None
+        try:
+            result = await self._execute(claim)
+            self._gate.release(job_id)  # the GPU is free; the studio waits for delivery
+            elapsed = _ms(started)
+            self._crumbs("info", "ws", f"{claim.task.kind.value} dispatched in {elapsed}ms", job_id)
+            await self._deliver(claim, prompt, result)
+            outcome = "completed"
+        except JobError as exc:
+            error = exc.message
+            self._fail(job_id, exc.message, exc.retryable, "dispatch failed")
+        except Exception as exc:  # an engine crash fails the job, never the worker
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("engine crashed", extra={"job_id": job_id})
+            self._fail(job_id, error, True, "dispatch task panic")
+        finally:
+            self._gate.release(job_id)
+            self._status.job_finished(job_id, outcome, _ms(started), error)
+            log.info("job finished", extra={"op": "job", "job_id": job_id, "outcome": outcome})
+
+    async def _execute(self, claim: JobOfferClaim) -> JobResult:
+        engine = self._engines.resolve(claim.model_source.engine, claim.model)
+
+        def progress(fraction: float, note: str) -> None:
+            log.debug("progress %.0f%% %s", fraction * 100, note, extra={"job_id": claim.job_id})
+
+        result: JobResult = await self._run_blocking(engine.run, claim, {}, progress, self._cancel)
+        return result
+
+    async def _deliver(self, claim: JobOfferClaim, prompt: str, result: JobResult) -> None:
+        kind, job_id = claim.task.kind, claim.job_id
+        binary_expected = kind in BINARY_KINDS
+        if isinstance(result, BinaryResult) and binary_expected:
+            link = self._link()
+            if link is None:
+                raise JobError("worker lost its studio credentials before the upload")
+            await self._uploader.upload(link, job_id, prompt, result)
+            self._crumbs("info", "ws", "binary upload ok", job_id)
+        elif isinstance(result, JsonResult) and not binary_expected:
+            self._sink.put(CompleteJson(job_id=job_id, result=result.value, prompt=prompt))
+            self._crumbs("info", "ws", "json result sent", job_id)
+        else:
+            raise JobError(
+                f"engine returned {type(result).__name__} for a {kind.value} task",
+                retryable=False,
+            )
+
+    def _fail(self, job_id: str, error: str, retryable: bool, prefix: str) -> None:
+        self._crumbs("error", "ws", f"{prefix}: {error}", job_id)
+        self._sink.put(Fail(job_id=job_id, error=error, retryable=retryable))
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+def _iso_now() -> str:
+    return rfc3339_millis(datetime.now(UTC))

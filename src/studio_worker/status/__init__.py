@@ -1,0 +1,1 @@
+"""Worker status: the one writer of connection, job and log state; others read snapshots."""

@@ -1,0 +1,161 @@
+"""`StatusStore`: the one writer of what the worker is doing; readers take snapshots."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from studio_worker.domain.logs import rfc3339_millis
+from studio_worker.protocol.outcomes import SessionState
+
+RECENT_JOBS_CAP = 50
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: str
+    kind: str
+    model: str
+    engine: str
+    prompt_preview: str
+    started_at: str
+    outcome: str = "running"  # running | completed | failed
+    error: str | None = None
+    elapsed_ms: int | None = None
+    retryable: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    session_state: SessionState
+    session_attempt: int
+    session_reason: str
+    registration: dict[str, str]
+    heartbeat: dict[str, str] | None
+    paused: bool
+    current_job: JobRecord | None
+    recent_jobs: tuple[JobRecord, ...]
+    worker_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        session: dict[str, Any] = {"state": self.session_state.value}
+        if self.session_state is SessionState.RECONNECTING:
+            session["attempt"] = self.session_attempt
+        if self.session_state in (SessionState.AUTH_FAILED, SessionState.FATAL):
+            session["reason"] = self.session_reason
+        return {
+            "session": session,
+            "registration": self.registration,
+            "heartbeat": self.heartbeat,
+            "paused": self.paused,
+            "busy": self.current_job is not None,
+            "currentJob": _job_json(self.current_job) if self.current_job else None,
+            "recentJobs": [_job_json(job) for job in self.recent_jobs],
+            "workerId": self.worker_id,
+        }
+
+
+def _job_json(job: JobRecord) -> dict[str, Any]:
+    return {
+        "jobId": job.job_id,
+        "kind": job.kind,
+        "model": job.model,
+        "engine": job.engine,
+        "prompt": job.prompt_preview,
+        "startedAt": job.started_at,
+        "outcome": job.outcome,
+        "error": job.error,
+        "elapsedMs": job.elapsed_ms,
+    }
+
+
+@dataclass
+class _State:
+    session_state: SessionState = SessionState.WAITING_FOR_APPROVAL
+    session_attempt: int = 0
+    session_reason: str = ""
+    registration: dict[str, str] = field(default_factory=lambda: {"state": "pristine"})
+    heartbeat: dict[str, str] | None = None
+    paused: bool = False
+    current_job: JobRecord | None = None
+    recent_jobs: deque[JobRecord] = field(default_factory=lambda: deque(maxlen=RECENT_JOBS_CAP))
+    worker_id: str | None = None
+
+
+class StatusStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._s = _State()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            s = self._s
+            return Snapshot(
+                s.session_state,
+                s.session_attempt,
+                s.session_reason,
+                dict(s.registration),
+                dict(s.heartbeat) if s.heartbeat else None,
+                s.paused,
+                s.current_job,
+                tuple(s.recent_jobs),
+                s.worker_id,
+            )
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._s.paused
+
+    @property
+    def current_job_id(self) -> str | None:
+        with self._lock:
+            return self._s.current_job.job_id if self._s.current_job else None
+
+    def set_session(self, state: SessionState, *, attempt: int = 0, reason: str = "") -> None:
+        with self._lock:
+            self._s.session_state, self._s.session_attempt = state, attempt
+            self._s.session_reason = reason
+
+    def set_registration(self, snapshot: dict[str, str]) -> None:
+        with self._lock:
+            self._s.registration = dict(snapshot)
+
+    def set_worker_id(self, worker_id: str | None) -> None:
+        with self._lock:
+            self._s.worker_id = worker_id
+
+    def set_paused(self, paused: bool) -> bool:
+        """Set the pause flag; True when it changed."""
+        with self._lock:
+            changed = self._s.paused != paused
+            self._s.paused = paused
+            return changed
+
+    def heartbeat_ok(self, at: datetime | None = None) -> None:
+        with self._lock:
+            self._s.heartbeat = {"outcome": "ok", "lastAttemptAt": _ts(at)}
+
+    def heartbeat_failed(self, reason: str, at: datetime | None = None) -> None:
+        with self._lock:
+            self._s.heartbeat = {"outcome": "err", "reason": reason, "lastAttemptAt": _ts(at)}
+
+    def job_started(self, record: JobRecord) -> None:
+        with self._lock:
+            self._s.current_job = record
+
+    def job_finished(self, job_id: str, outcome: str, elapsed_ms: int, error: str | None) -> None:
+        with self._lock:
+            current = self._s.current_job
+            if current is None or current.job_id != job_id:
+                return
+            done = replace(current, outcome=outcome, elapsed_ms=elapsed_ms, error=error)
+            self._s.current_job = None
+            self._s.recent_jobs.appendleft(done)
+
+
+def _ts(at: datetime | None) -> str:
+    return rfc3339_millis(at or datetime.now(UTC))
