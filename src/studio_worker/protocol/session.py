@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from studio_worker.domain.capabilities import WorkerCapabilities
+from studio_worker.domain.logs import LogLevel
 from studio_worker.domain.tasks import JobOfferClaim
 from studio_worker.protocol.frames import (
     CompleteAck,
@@ -74,7 +75,7 @@ class HeartbeatAcked:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    level: str  # "info" | "warn" | "error"
+    level: LogLevel
     message: str
     job_id: str | None = None
 

@@ -1,0 +1,1 @@
+"""The studio session: the only worker package that speaks WebSocket."""
