@@ -66,6 +66,8 @@ class Dispatcher:
         self._run_blocking = run_blocking
         self._queue: asyncio.Queue[JobOfferClaim] = asyncio.Queue()
         self._cancel = threading.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # ---- offer handling (called by the session, never blocks) --------------------
 
@@ -98,7 +100,12 @@ class Dispatcher:
         self._gate.release(claim.job_id)
 
     def start(self, claim: JobOfferClaim) -> None:
+        self._idle.clear()
         self._queue.put_nowait(claim)
+
+    async def wait_idle(self) -> None:
+        """Return once no accepted job is waiting or running."""
+        await self._idle.wait()
 
     def refuse_unreadable(self, job_id: str, reason: str) -> None:
         """An offer we cannot read: accept it and fail it terminally, so it never loops."""
@@ -151,6 +158,8 @@ class Dispatcher:
         finally:
             self._gate.release(job_id)
             self._status.job_finished(job_id, outcome, _ms(started), error)
+            if self._queue.empty():
+                self._idle.set()
             log.info("job finished", extra={"op": "job", "job_id": job_id, "outcome": outcome})
 
     async def _execute(self, claim: JobOfferClaim) -> JobResult:

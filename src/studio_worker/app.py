@@ -1,0 +1,258 @@
+"""The one composition root: builds the worker from its parts and runs the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from studio_worker import __version__
+from studio_worker.config.errors import ConfigError
+from studio_worker.config.live import LiveConfig
+from studio_worker.config.paths import default_config_path, state_file
+from studio_worker.config.redact import SecretRedactor
+from studio_worker.config.settings import Settings
+from studio_worker.config.store import ConfigStore
+from studio_worker.domain.capabilities import WorkerCapabilities
+from studio_worker.engines.registry import EngineRegistry
+from studio_worker.engines.synthetic import SyntheticEngine
+from studio_worker.jobs.dispatcher import Dispatcher
+from studio_worker.jobs.gate import JobGate
+from studio_worker.platform import sysinfo
+from studio_worker.platform.lock import DaemonLock
+from studio_worker.protocol.outcomes import AUTH_FAILED_HINT, EndKind
+from studio_worker.registration.client import RegistrationClient
+from studio_worker.results.uploader import ResultUploader
+from studio_worker.session.attempt import Timing
+from studio_worker.session.outbox import Outbox
+from studio_worker.session.supervisor import ReconnectCapReached, SessionSupervisor
+from studio_worker.status.shiplog import Breadcrumbs, ShipQueue
+from studio_worker.status.store import StatusStore
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_AUTH_FAILED = 2
+EXIT_FATAL = 3
+EXIT_RECONNECT_CAP = 4
+CONFIG_POLL_S = 1.0
+SHUTDOWN_JOB_GRACE_S = 5.0
+
+
+@dataclass
+class DaemonTuning:
+    """Clocks a test or the demo may shorten; the defaults are the contract's."""
+
+    timing: Timing = field(default_factory=Timing)
+    registration_tick_s: float = 30.0
+    backoff_scale: float = 1.0
+
+
+def build_engines() -> EngineRegistry:
+    """The static roster (behaviour §6.1): real engines first, synthetic always last."""
+    return EngineRegistry([SyntheticEngine()])
+
+
+def setup_logging(redactor: SecretRedactor, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(redactor)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "websockets", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Daemon:
+    """`studio-worker run`: registration gate, then the studio session, until stopped."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        redactor: SecretRedactor | None = None,
+        tuning: DaemonTuning | None = None,
+        engines: EngineRegistry | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.redactor = redactor or SecretRedactor()
+        self.tuning = tuning or DaemonTuning()
+        self.engines = engines or build_engines()
+        self.store = ConfigStore(config_path, redactor=self.redactor)
+        self.status = StatusStore()
+        self.ship = ShipQueue()
+        self.crumbs = Breadcrumbs(self.ship)
+        self.stop = asyncio.Event()
+        self._vram = 0.0
+        self._live: LiveConfig | None = None
+
+    @property
+    def live(self) -> LiveConfig:
+        assert self._live is not None, "the daemon has not loaded its config yet"
+        return self._live
+
+    def capabilities(self) -> WorkerCapabilities:
+        settings = self.live.current
+        per_kind = self.engines.models_per_kind()
+        return WorkerCapabilities(
+            machine_name=sysinfo.machine_name(),
+            username=sysinfo.username(),
+            agent_version=__version__,
+            engine="multi",
+            vram_total_gb=self._vram,
+            vram_threshold_gb=settings.vram_threshold_gb,
+            auto_enabled=not self.status.paused,
+            auto_start=settings.auto_start,
+            auto_update=settings.auto_update_enabled,
+            start_minimised=settings.start_minimised,
+            only_when_idle=settings.only_when_idle,
+            supported_models=self.engines.supported_models(),
+            task_kinds=list(per_kind),
+            supported_models_per_kind=per_kind,
+        )
+
+    async def run(self) -> int:
+        try:
+            settings = self.store.load()
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return EXIT_CONFIG
+        lock = DaemonLock(
+            state_file(self.config_path, "daemon.lock"), state_file(self.config_path, "daemon.pid")
+        )
+        if not lock.acquire():
+            log.info(
+                "another daemon is already running for this config", extra={"op": "daemon_lock"}
+            )
+            return EXIT_OK
+        try:
+            return await self._serve(settings)
+        finally:
+            lock.release()
+
+    async def _serve(self, settings: Settings) -> int:
+        self._live = LiveConfig(self.store, settings)
+        self.status.set_paused(settings.paused)
+        self._vram = await asyncio.to_thread(sysinfo.vram_total_gib)
+        log.info(
+            "studio-worker booting: version=%s variant=cpu config=%s api_base_url=%s "
+            "threshold=%.1f models_root=%s worker=%s engines=%s",
+            __version__,
+            self.config_path,
+            settings.api_base_url,
+            settings.vram_threshold_gb,
+            settings.models_root,
+            settings.worker_id or "(unregistered)",
+            ",".join(self.engines.names),
+            extra={"op": "startup"},
+        )
+        gate, outbox = JobGate(), Outbox()
+        async with httpx.AsyncClient() as http:
+            dispatcher = Dispatcher(
+                gate=gate,
+                engines=self.engines,
+                uploader=ResultUploader(http),
+                sink=outbox,
+                status=self.status,
+                crumbs=self.crumbs,
+                link=self.live.link,
+                only_when_idle=lambda: self.live.current.only_when_idle,
+            )
+            registration = RegistrationClient(
+                http=http,
+                store=self.store,
+                capabilities=self.capabilities,
+                on_state=self.status.set_registration,
+                tick_interval=self.tuning.registration_tick_s,
+            )
+            supervisor = SessionSupervisor(
+                link=self.live.link,
+                capabilities=self.capabilities,
+                reconnect_cap=lambda: self.live.current.ws_reconnect_attempts or 0,
+                dispatcher=dispatcher,
+                outbox=outbox,
+                status=self.status,
+                crumbs=self.crumbs,
+                ship=self.ship,
+                timing=self.tuning.timing,
+                backoff_scale=self.tuning.backoff_scale,
+            )
+            async with asyncio.TaskGroup() as group:
+                jobs = group.create_task(dispatcher.run(), name="dispatcher")
+                watch = group.create_task(self._watch_config(), name="config-watch")
+                try:
+                    code = await self._studio_loops(registration, supervisor)
+                finally:
+                    self.stop.set()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(SHUTDOWN_JOB_GRACE_S):
+                            await dispatcher.wait_idle()
+                    jobs.cancel()
+                    watch.cancel()
+        return code
+
+    async def _studio_loops(
+        self, registration: RegistrationClient, supervisor: SessionSupervisor
+    ) -> int:
+        creds = await registration.run(self.stop)
+        if creds is None:
+            return EXIT_OK
+        try:
+            end = await supervisor.run(self.stop)
+        except ReconnectCapReached as exc:
+            log.error("%s", exc)
+            return EXIT_RECONNECT_CAP
+        if end.kind is EndKind.AUTH_FAILED:
+            log.error("ws auth failed: %s. %s", end.reason, AUTH_FAILED_HINT)
+            return EXIT_AUTH_FAILED
+        if end.kind is EndKind.FATAL:
+            log.error("ws fatal: %s", end.reason)
+            return EXIT_FATAL
+        return EXIT_OK
+
+    async def _watch_config(self) -> None:
+        """Apply live edits: the pause flag now, everything else on the next heartbeat."""
+        while True:
+            settings = self.live.current
+            if self.status.set_paused(settings.paused):
+                log.info(
+                    "claiming %s by operator",
+                    "paused" if settings.paused else "resumed",
+                    extra={"op": "control"},
+                )
+            await asyncio.sleep(CONFIG_POLL_S)
+
+
+def run_daemon(config_path: Path | None) -> int:
+    """Entry of `studio-worker run`."""
+    redactor = SecretRedactor()
+    setup_logging(redactor)
+    daemon = Daemon(config_path or default_config_path(), redactor=redactor)
+    return asyncio.run(_with_signals(daemon))
+
+
+async def _with_signals(daemon: Daemon) -> int:
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        log.info(
+            "shutdown signal received; stopping worker gracefully",
+            extra={"op": "shutdown", "already_stopping": stopping},
+        )
+        stopping = True
+        daemon.stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: Ctrl-C only
+            loop.add_signal_handler(sig, on_signal)
+    return await daemon.run()

@@ -1,0 +1,1 @@
+"""OS edges: host facts, the daemon lock, and later tray, notifications, services, updates."""
