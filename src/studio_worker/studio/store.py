@@ -1,0 +1,355 @@
+"""SQLite persistence of the studio: register requests, workers, tokens, jobs, worker logs.
+
+One connection, used only from the event-loop thread; every write commits at once so a
+killed studio loses nothing it acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from studio_worker.domain.logs import LogEntry
+from studio_worker.studio.records import (
+    JOB_TRANSITIONS,
+    JobRecord,
+    JobStatus,
+    RegisterRequestRecord,
+    RequestStatus,
+    WorkerRecord,
+    new_id,
+    now_iso,
+    token_hash,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS register_requests (
+  id TEXT PRIMARY KEY, install_id TEXT NOT NULL, secret_hash TEXT NOT NULL,
+  capabilities TEXT NOT NULL, user_agent TEXT NOT NULL, source_ip TEXT NOT NULL,
+  status TEXT NOT NULL, reason TEXT, worker_id TEXT,
+  created_at TEXT NOT NULL, decided_at TEXT);
+CREATE TABLE IF NOT EXISTS workers (
+  id TEXT PRIMARY KEY, install_id TEXT NOT NULL, capabilities TEXT NOT NULL,
+  created_at TEXT NOT NULL, last_seen_at TEXT, deleted_at TEXT);
+CREATE TABLE IF NOT EXISTS worker_tokens (
+  token_hash TEXT PRIMARY KEY, worker_id TEXT NOT NULL,
+  created_at TEXT NOT NULL, revoked_at TEXT);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, kind TEXT NOT NULL, model TEXT NOT NULL, task TEXT NOT NULL,
+  model_source TEXT NOT NULL, vram_gb_estimate REAL NOT NULL, game_id TEXT NOT NULL,
+  asset_name TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  worker_id TEXT, error TEXT, result_json TEXT, result_path TEXT, ext TEXT, mime TEXT,
+  size INTEGER, prompt TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  finished_at TEXT);
+CREATE TABLE IF NOT EXISTS worker_logs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, worker_id TEXT NOT NULL, ts TEXT NOT NULL,
+  level TEXT NOT NULL, category TEXT NOT NULL, message TEXT NOT NULL, job_id TEXT);
+CREATE INDEX IF NOT EXISTS worker_logs_by_worker ON worker_logs(worker_id, id);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
+"""
+
+
+class TransitionError(RuntimeError):
+    """A job status change the transition table does not allow."""
+
+
+class Store:
+    def __init__(self, db_path: Path, *, log_cap: int = 10_000) -> None:
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._log_cap = log_cap
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---- register requests ------------------------------------------------------
+
+    def pending_request_for(self, install_id: str) -> RegisterRequestRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM register_requests WHERE install_id=? AND status='pending'"
+            " ORDER BY created_at LIMIT 1",
+            (install_id,),
+        ).fetchone()
+        return _request(row) if row else None
+
+    def add_request(
+        self, install_id: str, secret_hash: str, caps: dict[str, Any], agent: str, ip: str
+    ) -> RegisterRequestRecord:
+        rid = new_id("rr-")
+        self._db.execute(
+            "INSERT INTO register_requests (id, install_id, secret_hash, capabilities,"
+            " user_agent, source_ip, status, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            (rid, install_id, secret_hash, json.dumps(caps), agent, ip, "pending", now_iso()),
+        )
+        found = self.get_request(rid)
+        assert found is not None
+        return found
+
+    def refresh_request(self, rid: str, secret_hash: str, caps: dict[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE register_requests SET secret_hash=?, capabilities=? WHERE id=?",
+            (secret_hash, json.dumps(caps), rid),
+        )
+
+    def get_request(self, rid: str) -> RegisterRequestRecord | None:
+        row = self._db.execute("SELECT * FROM register_requests WHERE id=?", (rid,)).fetchone()
+        return _request(row) if row else None
+
+    def list_requests(self, status: str | None = None) -> list[RegisterRequestRecord]:
+        sql = "SELECT * FROM register_requests"
+        args: tuple[str, ...] = ()
+        if status:
+            sql, args = sql + " WHERE status=?", (status,)
+        rows = self._db.execute(sql + " ORDER BY created_at", args).fetchall()
+        return [_request(r) for r in rows]
+
+    def approve_request(self, rid: str) -> str:
+        """Create the worker for a pending request; returns its worker id."""
+        req = self.get_request(rid)
+        if req is None:
+            raise KeyError(rid)
+        if req.status is RequestStatus.APPROVED and req.worker_id:
+            return req.worker_id
+        if req.status is not RequestStatus.PENDING:
+            raise ValueError(f"request {rid} is {req.status.value}")
+        wid = new_id("w_", 6)
+        now = now_iso()
+        self._db.execute(
+            "INSERT INTO workers (id, install_id, capabilities, created_at) VALUES (?,?,?,?)",
+            (wid, req.install_id, json.dumps(req.capabilities), now),
+        )
+        self._db.execute(
+            "UPDATE register_requests SET status='approved', worker_id=?, decided_at=? WHERE id=?",
+            (wid, now, rid),
+        )
+        return wid
+
+    def reject_request(self, rid: str, reason: str) -> None:
+        req = self.get_request(rid)
+        if req is None:
+            raise KeyError(rid)
+        if req.status is not RequestStatus.PENDING:
+            raise ValueError(f"request {rid} is {req.status.value}")
+        self._db.execute(
+            "UPDATE register_requests SET status='rejected', reason=?, decided_at=? WHERE id=?",
+            (reason, now_iso(), rid),
+        )
+
+    # ---- workers and tokens -----------------------------------------------------
+
+    def add_token(self, worker_id: str, token: str) -> None:
+        self._db.execute(
+            "INSERT INTO worker_tokens (token_hash, worker_id, created_at) VALUES (?,?,?)",
+            (token_hash(token), worker_id, now_iso()),
+        )
+
+    def token_valid(self, worker_id: str, token: str) -> bool:
+        # Lookup by the hash of the presented token: equality on a SHA-256 digest leaks
+        # nothing useful about other tokens, so no constant-time compare is needed here.
+        row = self._db.execute(
+            "SELECT 1 FROM worker_tokens t JOIN workers w ON w.id = t.worker_id"
+            " WHERE t.token_hash=? AND t.worker_id=? AND t.revoked_at IS NULL"
+            " AND w.deleted_at IS NULL",
+            (token_hash(token), worker_id),
+        ).fetchone()
+        return row is not None
+
+    def revoke_tokens(self, worker_id: str) -> int:
+        cur = self._db.execute(
+            "UPDATE worker_tokens SET revoked_at=? WHERE worker_id=? AND revoked_at IS NULL",
+            (now_iso(), worker_id),
+        )
+        return cur.rowcount
+
+    def get_worker(self, wid: str) -> WorkerRecord | None:
+        row = self._db.execute("SELECT * FROM workers WHERE id=?", (wid,)).fetchone()
+        return _worker(row) if row else None
+
+    def list_workers(self, include_deleted: bool = False) -> list[WorkerRecord]:
+        where = "" if include_deleted else " WHERE deleted_at IS NULL"
+        rows = self._db.execute(f"SELECT * FROM workers{where} ORDER BY created_at").fetchall()
+        return [_worker(r) for r in rows]
+
+    def delete_worker(self, wid: str) -> None:
+        self._db.execute("UPDATE workers SET deleted_at=? WHERE id=?", (now_iso(), wid))
+        self.revoke_tokens(wid)
+
+    def touch_worker(self, wid: str, caps: dict[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE workers SET capabilities=?, last_seen_at=? WHERE id=?",
+            (json.dumps(caps), now_iso(), wid),
+        )
+
+    # ---- jobs ---------------------------------------------------------------------
+
+    def add_job(
+        self,
+        *,
+        kind: str,
+        model: str,
+        task: dict[str, Any],
+        model_source: dict[str, Any],
+        vram_gb_estimate: float,
+        game_id: str,
+        asset_name: str,
+    ) -> str:
+        jid = new_id("job_")
+        now = now_iso()
+        self._db.execute(
+            "INSERT INTO jobs (id, kind, model, task, model_source, vram_gb_estimate, game_id,"
+            " asset_name, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                jid,
+                kind,
+                model,
+                json.dumps(task),
+                json.dumps(model_source),
+                vram_gb_estimate,
+                game_id,
+                asset_name,
+                JobStatus.QUEUED.value,
+                now,
+                now,
+            ),
+        )
+        return jid
+
+    def get_job(self, jid: str) -> JobRecord | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone()
+        return _job(row) if row else None
+
+    def list_jobs(self, status: str | None = None, limit: int = 500) -> list[JobRecord]:
+        sql = "SELECT * FROM jobs"
+        args: tuple[str, ...] = ()
+        if status:
+            sql, args = sql + " WHERE status=?", (status,)
+        rows = self._db.execute(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit))
+        return [_job(r) for r in rows.fetchall()]
+
+    def queued_jobs(self) -> list[JobRecord]:
+        rows = self._db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY rowid")
+        return [_job(r) for r in rows.fetchall()]
+
+    def held_jobs(self, worker_id: str | None = None) -> list[JobRecord]:
+        sql = "SELECT * FROM jobs WHERE status IN ('offered','running')"
+        args: tuple[str, ...] = ()
+        if worker_id is not None:
+            sql, args = sql + " AND worker_id=?", (worker_id,)
+        return [_job(r) for r in self._db.execute(sql + " ORDER BY rowid", args).fetchall()]
+
+    def set_job(self, jid: str, status: JobStatus, **fields: Any) -> JobRecord:
+        """Move a job along the transition table, setting the given columns too."""
+        job = self.get_job(jid)
+        if job is None:
+            raise KeyError(jid)
+        if status is not job.status and status not in JOB_TRANSITIONS[job.status]:
+            raise TransitionError(f"job {jid}: {job.status.value} -> {status.value}")
+        now = now_iso()
+        fields.update(status=status.value, updated_at=now)
+        if status in (JobStatus.DONE, JobStatus.FAILED):
+            fields["finished_at"] = now
+        cols = ", ".join(f"{name}=?" for name in fields)
+        self._db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), jid))
+        updated = self.get_job(jid)
+        assert updated is not None
+        return updated
+
+    def requeue_interrupted(self) -> list[str]:
+        """On start: jobs that were offered/running when the studio stopped go back."""
+        held = [job.id for job in self.held_jobs()]
+        for jid in held:
+            self.set_job(jid, JobStatus.QUEUED, worker_id=None)
+        return held
+
+    # ---- worker logs --------------------------------------------------------------
+
+    def add_logs(self, worker_id: str, entries: Iterable[LogEntry]) -> None:
+        rows = [(worker_id, e.ts, e.level, e.category, e.message, e.job_id) for e in entries]
+        if not rows:
+            return
+        self._db.executemany(
+            "INSERT INTO worker_logs (worker_id, ts, level, category, message, job_id)"
+            " VALUES (?,?,?,?,?,?)",
+            rows,
+        )
+        self._db.execute(
+            "DELETE FROM worker_logs WHERE worker_id=? AND id <= (SELECT id FROM worker_logs"
+            " WHERE worker_id=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (worker_id, worker_id, self._log_cap),
+        )
+
+    def worker_logs(self, worker_id: str, limit: int = 1000) -> list[LogEntry]:
+        rows = self._db.execute(
+            "SELECT * FROM (SELECT * FROM worker_logs WHERE worker_id=? ORDER BY id DESC"
+            " LIMIT ?) ORDER BY id",
+            (worker_id, limit),
+        ).fetchall()
+        return [
+            LogEntry(
+                ts=r["ts"],
+                level=r["level"],
+                category=r["category"],
+                message=r["message"],
+                job_id=r["job_id"],
+            )
+            for r in rows
+        ]
+
+
+def _request(row: sqlite3.Row) -> RegisterRequestRecord:
+    return RegisterRequestRecord(
+        id=row["id"],
+        install_id=row["install_id"],
+        secret_hash=row["secret_hash"],
+        capabilities=json.loads(row["capabilities"]),
+        user_agent=row["user_agent"],
+        source_ip=row["source_ip"],
+        status=RequestStatus(row["status"]),
+        reason=row["reason"],
+        worker_id=row["worker_id"],
+        created_at=row["created_at"],
+        decided_at=row["decided_at"],
+    )
+
+
+def _worker(row: sqlite3.Row) -> WorkerRecord:
+    return WorkerRecord(
+        id=row["id"],
+        install_id=row["install_id"],
+        capabilities=json.loads(row["capabilities"]),
+        created_at=row["created_at"],
+        last_seen_at=row["last_seen_at"],
+        deleted_at=row["deleted_at"],
+    )
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    raw_result = row["result_json"]
+    return JobRecord(
+        id=row["id"],
+        kind=row["kind"],
+        model=row["model"],
+        task=json.loads(row["task"]),
+        model_source=json.loads(row["model_source"]),
+        vram_gb_estimate=row["vram_gb_estimate"],
+        game_id=row["game_id"],
+        asset_name=row["asset_name"],
+        status=JobStatus(row["status"]),
+        attempts=row["attempts"],
+        worker_id=row["worker_id"],
+        error=row["error"],
+        result=json.loads(raw_result) if raw_result is not None else None,
+        result_path=row["result_path"],
+        ext=row["ext"],
+        mime=row["mime"],
+        size=row["size"],
+        prompt=row["prompt"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )

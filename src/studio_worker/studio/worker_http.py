@@ -1,0 +1,187 @@
+"""The three worker HTTP routes (protocol §2): register-request, poll, multipart complete."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+from pydantic import Field, ValidationError
+
+from studio_worker.domain.capabilities import WorkerCapabilities
+from studio_worker.domain.results import mime_for_ext
+from studio_worker.domain.wire import WireModel
+from studio_worker.studio.hub import Hub
+from studio_worker.studio.jobbook import JobBook
+from studio_worker.studio.records import RequestStatus, mint_token, same_secret, token_hash
+from studio_worker.studio.store import Store
+from studio_worker.studio.ws import bearer
+
+log = logging.getLogger(__name__)
+
+MAX_RESULT_BYTES = 1024 * 1024 * 1024
+_EXT = re.compile(r"^[A-Za-z0-9]{1,10}$")
+
+
+class RegisterRequestBody(WireModel):
+    """Body of `POST /workers/register-request` (§2.1)."""
+
+    install_id: str = Field(min_length=1, max_length=200)
+    registration_secret_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    capabilities: WorkerCapabilities
+    user_agent: str = Field(default="", max_length=200)
+
+
+class RateLimiter:
+    """At most `limit` hits per `window` seconds per key (sliding window)."""
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._hits: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        hits = self._hits[key]
+        while hits and now - hits[0] >= self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return False
+        hits.append(now)
+        return True
+
+
+class WorkerRoutes:
+    def __init__(
+        self, store: Store, jobs: JobBook, hub: Hub, results_dir: Path, limiter: RateLimiter
+    ) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._hub = hub
+        self._results = results_dir
+        self._limiter = limiter
+
+    async def register_request(self, request: web.Request) -> web.Response:
+        if not self._limiter.allow(request.remote or "unknown"):
+            return web.json_response({"error": "too many register requests"}, status=429)
+        try:
+            body = RegisterRequestBody.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return web.json_response({"error": _first_error(exc)}, status=400)
+        caps = body.capabilities.to_wire()
+        existing = self._store.pending_request_for(body.install_id)
+        if existing is not None:
+            # Same install asking again (e.g. it lost its request id): keep one request,
+            # bound to the newest secret so the asker can poll it.
+            self._store.refresh_request(existing.id, body.registration_secret_hash, caps)
+            return web.json_response({"requestId": existing.id, "status": "pending"})
+        created = self._store.add_request(
+            body.install_id,
+            body.registration_secret_hash,
+            caps,
+            body.user_agent,
+            request.remote or "unknown",
+        )
+        log.info("register request %s from %s", created.id, created.source_ip)
+        return web.json_response({"requestId": created.id, "status": "pending"})
+
+    async def poll(self, request: web.Request) -> web.Response:
+        req = self._store.get_request(request.match_info["requestId"])
+        if req is None:
+            return web.json_response({"error": "unknown register request"}, status=404)
+        secret = bearer(request)
+        if secret is None or not same_secret(token_hash(secret), req.secret_hash):
+            return web.json_response({"error": "bad registration secret"}, status=401)
+        if req.status is RequestStatus.APPROVED and req.worker_id:
+            worker = self._store.get_worker(req.worker_id)
+            if worker is None or worker.deleted_at is not None:
+                return web.json_response({"status": "rejected", "reason": "worker deleted"})
+            token = mint_token()  # a fresh token on every poll after approval (§2.2)
+            self._store.add_token(req.worker_id, token)
+            return web.json_response(
+                {"status": "approved", "workerId": req.worker_id, "authToken": token}
+            )
+        if req.status is RequestStatus.REJECTED:
+            return web.json_response({"status": "rejected", "reason": req.reason or ""})
+        return web.json_response({"status": "pending"})
+
+    async def complete(self, request: web.Request) -> web.Response:
+        worker_id = request.match_info["workerId"]
+        job_id = request.match_info["jobId"]
+        token = bearer(request)
+        if token is None or not self._store.token_valid(worker_id, token):
+            return web.json_response({"error": "invalid auth token"}, status=401)
+        if self._jobs.holds(worker_id, job_id) is None:
+            return web.json_response({"error": "job not claimed by this worker"}, status=409)
+        try:
+            prompt, ext, mime, data = await _read_parts(request)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        path = self._results / f"{job_id}.{ext}"
+        await asyncio.to_thread(_write_atomic, path, data)
+        if self._jobs.holds(worker_id, job_id) is None:  # lost it while uploading
+            return web.json_response({"error": "job not claimed by this worker"}, status=409)
+        self._jobs.complete_file(
+            job_id, path=path, ext=ext, mime=mime, size=len(data), prompt=prompt
+        )
+        log.info("job %s done: %d bytes .%s from %s", job_id, len(data), ext, worker_id)
+        self._hub.wake()  # push the next offer (§2.3)
+        return web.json_response({"ok": True})
+
+
+async def _read_parts(request: web.Request) -> tuple[str, str, str, bytes]:
+    """The `prompt`, `ext` and `image` parts of the multipart body (§2.3)."""
+    if not request.content_type.startswith("multipart/"):
+        raise ValueError("expected multipart/form-data")
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    data: bytes | None = None
+    mime = ""
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "image":
+            data = await _read_capped(part)
+            mime = part.headers.get("Content-Type", "")
+        elif part.name in ("prompt", "ext"):
+            fields[part.name] = await part.text()
+        else:
+            await part.release()
+    ext = fields.get("ext", "").strip().lower()
+    if not _EXT.match(ext):
+        raise ValueError("part `ext` missing or not a plain extension")
+    if data is None:
+        raise ValueError("part `image` missing")
+    return fields.get("prompt", ""), ext, mime or mime_for_ext(ext), data
+
+
+async def _read_capped(part: BodyPartReader) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(1 << 20):
+        size += len(chunk)
+        if size > MAX_RESULT_BYTES:
+            raise ValueError("result too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"
