@@ -102,7 +102,7 @@ def run_cmd(obj: _Obj) -> None:
 @click.option("--keep", is_flag=True, help="Keep the demo's studio data and results afterwards.")
 def demo_cmd(output_dir: Path | None, keep: bool) -> None:
     """Run a local studio and this worker end to end on synthetic jobs."""
-    from studio_worker.app import run_demo
+    from studio_worker.demo import run_demo
 
     raise SystemExit(run_demo(output_dir, keep))
 
