@@ -303,7 +303,7 @@ def test_run_delegates_to_the_daemon(cfg: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_demo_delegates(cfg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import studio_worker.app as app
+    import studio_worker.demo as demo
 
     seen: list[tuple[Path | None, bool]] = []
 
@@ -311,7 +311,7 @@ def test_demo_delegates(cfg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         seen.append((output_dir, keep))
         return 0
 
-    monkeypatch.setattr(app, "run_demo", fake, raising=False)
+    monkeypatch.setattr(demo, "run_demo", fake)
     assert invoke(cfg, "demo").exit_code == 0
     assert invoke(cfg, "demo", "--output", str(tmp_path / "o"), "--keep").exit_code == 0
     assert seen == [(None, False), (tmp_path / "o", True)]

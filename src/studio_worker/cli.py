@@ -1,6 +1,7 @@
 """`studio-worker` command line (behaviour §3): parse, delegate, print.
 
-Config edits go through `ConfigStore`; the daemon and the demo live in `app`. Errors the
+Config edits go through `ConfigStore`; the daemon lives in `app`, the demo in `demo`
+(both imported inside their command so plain config commands start fast). Errors the
 operator can fix print one `error: …` line on stderr and exit 1, without a traceback.
 """
 
@@ -24,6 +25,7 @@ from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
 from studio_worker.protocol.registration import Credentials, RegistrationMachine, RegState
 from studio_worker.protocol.urls import BaseUrlError, normalise
+from studio_worker.studio.commands import studio_group
 
 log = logging.getLogger(__name__)
 
@@ -232,15 +234,7 @@ def _fmt_bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _add_studio_commands() -> None:
-    try:
-        from studio_worker.studio.commands import studio_group
-    except ImportError:  # the self-hosted studio is not part of this build
-        return
-    cli.add_command(studio_group)
-
-
-_add_studio_commands()
+cli.add_command(studio_group)
 
 
 def main() -> None:
