@@ -132,7 +132,8 @@ async def test_frames_for_a_job_not_held_are_4002(peer: Peer, studio: StudioServ
     error = await expect(ws, "error")
     assert error["code"] == "protocol_violation"
     assert await closed_code(ws) == 4002
-    assert studio.get_job(job_id).status == "queued"  # type: ignore[union-attr]
+    job = studio.get_job(job_id)
+    assert job is not None and job.status == "queued"
 
 
 async def test_unknown_frame_is_4002(peer: Peer) -> None:
