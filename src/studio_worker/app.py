@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,9 @@ EXIT_AUTH_FAILED = 2
 EXIT_FATAL = 3
 EXIT_RECONNECT_CAP = 4
 CONFIG_POLL_S = 1.0
+DEFAULT_REGISTRATION_TICK_S = 30.0
+MIN_REGISTRATION_TICK_S = 0.1
+REGISTRATION_POLL_ENV = "STUDIO_WORKER_REGISTRATION_POLL_SECS"
 SHUTDOWN_JOB_GRACE_S = 5.0
 
 
@@ -51,7 +56,7 @@ class DaemonTuning:
     """Clocks a test or the demo may shorten; the defaults are the contract's."""
 
     timing: Timing = field(default_factory=Timing)
-    registration_tick_s: float = 30.0
+    registration_tick_s: float = DEFAULT_REGISTRATION_TICK_S
     backoff_scale: float = 1.0
 
 
@@ -231,11 +236,25 @@ class Daemon:
             await asyncio.sleep(CONFIG_POLL_S)
 
 
+def registration_poll_s(env: Mapping[str, str]) -> float:
+    """`STUDIO_WORKER_REGISTRATION_POLL_SECS` (ours): the approval poll, default 30 s."""
+    raw = env.get(REGISTRATION_POLL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_REGISTRATION_TICK_S
+    try:
+        value = float(raw)
+    except ValueError:
+        log.warning("ignoring %s=%r: not a number of seconds", REGISTRATION_POLL_ENV, raw)
+        return DEFAULT_REGISTRATION_TICK_S
+    return max(MIN_REGISTRATION_TICK_S, value)
+
+
 def run_daemon(config_path: Path | None) -> int:
     """Entry of `studio-worker run`."""
     redactor = SecretRedactor()
     setup_logging(redactor)
-    daemon = Daemon(config_path or default_config_path(), redactor=redactor)
+    tuning = DaemonTuning(registration_tick_s=registration_poll_s(os.environ))
+    daemon = Daemon(config_path or default_config_path(), redactor=redactor, tuning=tuning)
     return asyncio.run(_with_signals(daemon))
 
 
