@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from studio_worker.domain.capabilities import WorkerCapabilities
+from studio_worker.domain.wire import WireModel
 from studio_worker.protocol.frames import (
     Accept,
     CompleteAck,
@@ -71,7 +72,7 @@ class Session:
     def __post_init__(self) -> None:
         self.last_heartbeat = self.clock()
 
-    async def send(self, frame: Offer | HeartbeatAck | CompleteAck | FailAck | ErrorFrame) -> bool:
+    async def send(self, frame: WireModel) -> bool:
         if self.ws.closed:
             return False
         try:
@@ -282,8 +283,11 @@ class Hub:
             self.wake()
 
     async def close_all(self) -> None:
-        for session in list(self._sessions.values()):
-            await session.close(CLOSE_GOING_AWAY, "studio shutting down")
+        sessions = list(self._sessions.values())
+        await asyncio.gather(
+            *(s.close(CLOSE_GOING_AWAY, "studio shutting down") for s in sessions),
+            return_exceptions=True,
+        )
 
 
 def _fits(session: Session, job: JobRecord) -> bool:

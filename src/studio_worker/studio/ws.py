@@ -16,7 +16,6 @@ from studio_worker.protocol.frames import (
     WorkerErrorCode,
     WorkerFrame,
     decode_worker_frame,
-    encode,
 )
 from studio_worker.studio.hub import (
     CLOSE_AUTH_FAILED,
@@ -33,6 +32,8 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "studio-worker-v1"
 HELLO_TIMEOUT_S = 15.0
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+CLOSE_TIMEOUT_S = 5.0  # how long a close waits for the peer's answer (§3.5)
+CLOSE_INTERNAL_ERROR = 1011
 
 
 def bearer(request: web.Request) -> str | None:
@@ -61,7 +62,10 @@ class WorkerSocket:
             # Plain HTTP 401, no upgrade: the worker treats it as terminal (§3.1).
             return web.json_response({"error": "invalid auth token"}, status=401)
         ws = web.WebSocketResponse(
-            protocols=(SUBPROTOCOL,), max_msg_size=MAX_FRAME_BYTES, heartbeat=None
+            protocols=(SUBPROTOCOL,),
+            max_msg_size=MAX_FRAME_BYTES,
+            heartbeat=None,
+            timeout=CLOSE_TIMEOUT_S,
         )
         await ws.prepare(request)
         session = Session(worker_id=worker_id, ws=ws)
@@ -74,6 +78,11 @@ class WorkerSocket:
             )
         except SessionEnded:
             pass
+        except Exception:
+            log.exception("session of %s failed", worker_id)
+            await session.close(
+                CLOSE_INTERNAL_ERROR, "internal error", WorkerErrorCode.INTERNAL_ERROR
+            )
         finally:
             self._hub.detach(session)
         return ws
@@ -109,7 +118,8 @@ class WorkerSocket:
         welcome = Welcome(
             worker_id=session.worker_id, server_time=rfc3339_millis(datetime.now(UTC))
         )
-        await session.ws.send_str(encode(welcome))
+        if not await session.send(welcome):
+            raise SessionEnded
         self._hub.welcomed(session)
 
     async def _next_frame(self, session: Session) -> WorkerFrame:
