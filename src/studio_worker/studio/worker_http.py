@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -121,35 +122,35 @@ class WorkerRoutes:
             return web.json_response({"error": "invalid auth token"}, status=401)
         if self._jobs.holds(worker_id, job_id) is None:
             return web.json_response({"error": "job not claimed by this worker"}, status=409)
+        spool = self._results / f"{job_id}.{secrets.token_hex(4)}.upload"
         try:
-            prompt, ext, mime, data = await _read_parts(request)
+            prompt, ext, mime, size = await _read_parts(request, spool)
         except ValueError as exc:
+            await asyncio.to_thread(spool.unlink, missing_ok=True)
             return web.json_response({"error": str(exc)}, status=400)
         path = self._results / f"{job_id}.{ext}"
-        await asyncio.to_thread(_write_atomic, path, data)
+        await asyncio.to_thread(spool.replace, path)
         if self._jobs.holds(worker_id, job_id) is None:  # lost it while uploading
             return web.json_response({"error": "job not claimed by this worker"}, status=409)
-        self._jobs.complete_file(
-            job_id, path=path, ext=ext, mime=mime, size=len(data), prompt=prompt
-        )
-        log.info("job %s done: %d bytes .%s from %s", job_id, len(data), ext, worker_id)
+        self._jobs.complete_file(job_id, path=path, ext=ext, mime=mime, size=size, prompt=prompt)
+        log.info("job %s done: %d bytes .%s from %s", job_id, size, ext, worker_id)
         self._hub.wake()  # push the next offer (§2.3)
         return web.json_response({"ok": True})
 
 
-async def _read_parts(request: web.Request) -> tuple[str, str, str, bytes]:
-    """The `prompt`, `ext` and `image` parts of the multipart body (§2.3)."""
+async def _read_parts(request: web.Request, spool: Path) -> tuple[str, str, str, int]:
+    """Read the `prompt`, `ext` and `image` parts (§2.3); the bytes go to `spool`."""
     if not request.content_type.startswith("multipart/"):
         raise ValueError("expected multipart/form-data")
     reader = await request.multipart()
     fields: dict[str, str] = {}
-    data: bytes | None = None
+    size: int | None = None
     mime = ""
     async for part in reader:
         if not isinstance(part, BodyPartReader):
             continue
         if part.name == "image":
-            data = await _read_capped(part)
+            size = await _spool(part, spool)
             mime = part.headers.get("Content-Type", "")
         elif part.name in ("prompt", "ext"):
             fields[part.name] = await part.text()
@@ -158,27 +159,24 @@ async def _read_parts(request: web.Request) -> tuple[str, str, str, bytes]:
     ext = fields.get("ext", "").strip().lower()
     if not _EXT.match(ext):
         raise ValueError("part `ext` missing or not a plain extension")
-    if data is None:
+    if size is None:
         raise ValueError("part `image` missing")
-    return fields.get("prompt", ""), ext, mime or mime_for_ext(ext), data
+    return fields.get("prompt", ""), ext, mime or mime_for_ext(ext), size
 
 
-async def _read_capped(part: BodyPartReader) -> bytes:
-    chunks: list[bytes] = []
+async def _spool(part: BodyPartReader, spool: Path) -> int:
+    """Stream a file part to disk in 1 MiB chunks, refusing more than MAX_RESULT_BYTES."""
+    fh = await asyncio.to_thread(spool.open, "wb")
     size = 0
-    while chunk := await part.read_chunk(1 << 20):
-        size += len(chunk)
-        if size > MAX_RESULT_BYTES:
-            raise ValueError("result too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        while chunk := await part.read_chunk(1 << 20):
+            size += len(chunk)
+            if size > MAX_RESULT_BYTES:
+                raise ValueError("result too large")
+            await asyncio.to_thread(fh.write, chunk)
+    finally:
+        await asyncio.to_thread(fh.close)
+    return size
 
 
 def _first_error(exc: ValidationError) -> str:
