@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,10 +57,17 @@ class StudioProcess:
                 self.url = line.split()[-1]
                 break
         assert self.url, "the studio did not start"
+        # Keep reading its log so a full pipe never stalls the studio.
+        threading.Thread(target=self._drain, daemon=True).start()
         self.port = int(self.url.rsplit(":", 1)[1])
         self.admin = httpx.Client(
             base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for _line in self.proc.stdout:
+            pass
 
     def get(self, path: str) -> Any:
         response = self.admin.get(path)
@@ -93,8 +101,6 @@ class StudioProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
 
 
 class WorkerProcess:

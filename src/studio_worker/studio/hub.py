@@ -41,6 +41,8 @@ from studio_worker.studio.store import Store
 
 log = logging.getLogger(__name__)
 
+PUMP_PAGE = 64
+
 _order = itertools.count()
 
 # Close codes of protocol §3.5.
@@ -168,20 +170,34 @@ class Hub:
     async def pump(self) -> None:
         """Offer every queued job that has an eligible idle worker (§4.1 matching)."""
         busy = self._jobs.busy_workers()
-        for job in self._jobs_to_offer():
-            session = self._pick(job, busy)
-            if session is None:
-                continue
-            busy.add(session.worker_id)
-            self._jobs.offer(job.id, session.worker_id)
-            log.info("offering %s to %s", job.id, session.worker_id)
-            if not await session.send(Offer(claim=job.claim())):
-                current = self._jobs.holds(session.worker_id, job.id)
-                if current is not None and current.status is JobStatus.OFFERED:
-                    self._jobs.requeue(job.id, spend=False)
+        after = 0
+        # Read the queue in pages, and only while some worker could take a job: the
+        # cost of a pump stays flat however long the queue grows.
+        while self._has_idle(busy):
+            page = self._store.queued_jobs(after, PUMP_PAGE)
+            if not page:
+                return
+            for rowid, job in page:
+                after = rowid
+                session = self._pick(job, busy)
+                if session is None:
+                    continue
+                busy.add(session.worker_id)
+                await self._offer(session, job)
 
-    def _jobs_to_offer(self) -> list[JobRecord]:
-        return self._store.queued_jobs()
+    async def _offer(self, session: Session, job: JobRecord) -> None:
+        self._jobs.offer(job.id, session.worker_id)
+        log.info("offering %s to %s", job.id, session.worker_id)
+        if not await session.send(Offer(claim=job.claim())):
+            current = self._jobs.holds(session.worker_id, job.id)
+            if current is not None and current.status is JobStatus.OFFERED:
+                self._jobs.requeue(job.id, spend=False)
+
+    def _has_idle(self, busy: set[str]) -> bool:
+        return any(
+            s.welcomed and not s.hold_offers and s.worker_id not in busy
+            for s in self._sessions.values()
+        )
 
     def _pick(self, job: JobRecord, busy: set[str]) -> Session | None:
         candidates = [

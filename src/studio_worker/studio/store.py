@@ -61,6 +61,9 @@ class Store:
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a killed studio loses nothing; only a power cut can drop the
+        # last commits. FULL would fsync every job state change.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._log_cap = log_cap
 
@@ -231,9 +234,14 @@ class Store:
         rows = self._db.execute(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit))
         return [_job(r) for r in rows.fetchall()]
 
-    def queued_jobs(self) -> list[JobRecord]:
-        rows = self._db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY rowid")
-        return [_job(r) for r in rows.fetchall()]
+    def queued_jobs(self, after: int = 0, limit: int = -1) -> list[tuple[int, JobRecord]]:
+        """Queued jobs in submission order as (rowid, job), from rowid `after` on."""
+        rows = self._db.execute(
+            "SELECT rowid AS _rowid, * FROM jobs WHERE status='queued' AND rowid>?"
+            " ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+        return [(int(r["_rowid"]), _job(r)) for r in rows.fetchall()]
 
     def held_jobs(self, worker_id: str | None = None) -> list[JobRecord]:
         sql = "SELECT * FROM jobs WHERE status IN ('offered','running')"

@@ -1,0 +1,137 @@
+"""Benchmark: synthetic jobs through a worker process and the self-hosted studio on loopback.
+
+Prints, from one run, side by side:
+  * the floor: a plain websockets JSON request/response round trip on loopback;
+  * offer -> completion latency of single jobs (p50/p99), measured at the studio
+    from submission (the studio offers at once to an idle worker) to the stored result;
+  * throughput: N jobs submitted at once, jobs/s until the last is stored.
+
+Targets (issue 2): p50 <= 3x the floor, >= 300 jobs/s.
+
+    .venv/bin/python bench/pipeline.py [--jobs 1000] [--latency-jobs 200] [--kind llm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+
+from studio_worker.studio.server import StudioServer
+
+TASKS: dict[str, dict[str, Any]] = {
+    "llm": {"messages": [{"role": "user", "content": "Name three dragons."}]},
+    "audio_stt": {"inputUrl": "https://assets.example/a.wav"},
+    "image": {"prompt": "a lantern", "ext": "png", "width": 64, "height": 64},
+    "audio_tts": {"text": "hello"},
+}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def floor_ms(rounds: int) -> list[float]:
+    """A JSON frame out and a JSON frame back, nothing else: the transport's floor."""
+
+    async def echo(conn: ServerConnection) -> None:
+        async for message in conn:
+            frame = json.loads(message)
+            await conn.send(json.dumps({"type": "completeAck", "jobId": frame["jobId"]}))
+
+    samples = []
+    async with serve(echo, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as ws:
+            for n in range(rounds):
+                started = time.perf_counter()
+                await ws.send(
+                    json.dumps({"type": "completeJson", "jobId": f"j{n}", "result": {"text": "x"}})
+                )
+                json.loads(await ws.recv())
+                samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def start_worker(studio: StudioServer, work: Path) -> subprocess.Popen[bytes]:
+    config = work / "worker" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
+        f'models_root = "{work / "models"}"\n'
+    )
+    env = {**os.environ, "STUDIO_WORKER_REGISTRATION_POLL_SECS": "0.2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studio_worker", "--config", str(config), "run"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not studio.pending_requests():
+        if time.monotonic() > deadline:
+            raise SystemExit("the worker never registered")
+        await asyncio.sleep(0.05)
+    studio.approve(studio.pending_requests()[0].id)
+    return proc
+
+
+async def pipeline(kind: str, latency_jobs: int, jobs: int) -> tuple[list[float], float]:
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    studio = StudioServer(work / "studio")
+    await studio.start()
+    worker = await start_worker(studio, work)
+    try:
+        task = TASKS[kind]
+        # Warm up: the first job also waits for the session to open.
+        await studio.wait_for_job(studio.submit_job(kind, task), 30)
+        latencies = []
+        for _ in range(latency_jobs):
+            started = time.perf_counter()
+            await studio.wait_for_job(studio.submit_job(kind, task), 30)
+            latencies.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        ids = [studio.submit_job(kind, task) for _ in range(jobs)]
+        done = [await studio.wait_for_job(job_id, 120) for job_id in ids]
+        elapsed = time.perf_counter() - started
+        failed = [job for job in done if job.status != "done"]
+        if failed:
+            raise SystemExit(f"{len(failed)} job(s) did not complete: {failed[0].error}")
+        return latencies, jobs / elapsed
+    finally:
+        worker.terminate()
+        worker.wait(15)
+        await studio.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--kind", choices=sorted(TASKS), default="llm")
+    args = parser.parse_args()
+
+    floor = await floor_ms(max(200, args.latency_jobs))
+    latencies, rate = await pipeline(args.kind, args.latency_jobs, args.jobs)
+    f50, f99 = statistics.median(floor), pct(floor, 0.99)
+    p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
+    print(f"kind={args.kind} jobs={args.jobs} latency_jobs={args.latency_jobs}")
+    print(f"floor  (websockets JSON round trip)  p50 {f50:7.3f} ms   p99 {f99:7.3f} ms")
+    print(f"offer->completion                    p50 {p50:7.3f} ms   p99 {p99:7.3f} ms")
+    print(f"ratio p50 / floor p50                {p50 / f50:7.2f}x   (target <= 3x)")
+    print(f"throughput                           {rate:7.1f} jobs/s (target >= 300)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
