@@ -41,7 +41,7 @@ from studio_worker.studio.store import Store
 
 log = logging.getLogger(__name__)
 
-PUMP_PAGE = 64
+PUMP_PAGE = 8
 
 _order = itertools.count()
 
