@@ -99,9 +99,13 @@ def run_cmd(obj: _Obj) -> None:
     "output_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory for the demo's results (default: a temporary directory).",
+    help="Directory for the five outputs (default: ./demo-output).",
 )
-@click.option("--keep", is_flag=True, help="Keep the demo's studio data and results afterwards.")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the demo studio's data folder (SQLite, uploads, worker config) afterwards.",
+)
 def demo_cmd(output_dir: Path | None, keep: bool) -> None:
     """Run a local studio and this worker end to end on synthetic jobs."""
     from studio_worker.demo import run_demo

@@ -25,6 +25,8 @@ class Refuse:
 
 Verdict = Admit | Refuse
 
+BUSY = Refuse(REASON_BUSY, RejectCode.BUSY, "worker is already busy")
+
 
 def admit(*, paused: bool, only_when_idle: bool, presence: str | None, busy: bool) -> Verdict:
     if paused:
@@ -36,5 +38,5 @@ def admit(*, paused: bool, only_when_idle: bool, presence: str | None, busy: boo
             f"only when idle, and the person is {presence or 'unknown'}",
         )
     if busy:
-        return Refuse(REASON_BUSY, RejectCode.BUSY, "worker is already busy")
+        return BUSY
     return Admit()

@@ -25,7 +25,7 @@ from studio_worker.domain.results import (
 )
 from studio_worker.domain.tasks import JobOfferClaim, full_prompt, prompt_preview
 from studio_worker.engines.registry import EngineRegistry
-from studio_worker.jobs.admission import Admit, admit
+from studio_worker.jobs.admission import BUSY, Admit, admit
 from studio_worker.jobs.gate import JobGate
 from studio_worker.protocol.frames import Accept, CompleteJson, Fail, Reject
 from studio_worker.protocol.ports import FrameSink
@@ -86,11 +86,10 @@ class Dispatcher:
             presence=self._presence(),
             busy=self._gate.busy,
         )
-        if isinstance(verdict, Admit) and self._gate.try_reserve(claim.job_id):
-            return Accept(job_id=claim.job_id)
-        if isinstance(verdict, Admit):  # lost the race for the gate
-            verdict = admit(paused=False, only_when_idle=False, presence=None, busy=True)
-        assert not isinstance(verdict, Admit)
+        if isinstance(verdict, Admit):
+            if self._gate.try_reserve(claim.job_id):
+                return Accept(job_id=claim.job_id)
+            verdict = BUSY  # another competitor took the gate since the check
         self._crumbs("info", "ws", f"rejecting offer {claim.job_id}: {verdict.log}", claim.job_id)
         return Reject(job_id=claim.job_id, reason=verdict.reason, code=verdict.code)
 
