@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,21 @@ class JobRecord:
     error: str | None = None
     elapsed_ms: int | None = None
     retryable: bool | None = None
+    progress: float | None = None  # 0.0-1.0 while running, as the engine reports it
+    progress_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadRecord:
+    """One model file being fetched: what the status board shows while bytes arrive."""
+
+    model: str
+    filename: str
+    done: int
+    total: int | None
+    rate_bps: float
+    eta_s: float | None
+    updated_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +55,7 @@ class Snapshot:
     current_job: JobRecord | None
     recent_jobs: tuple[JobRecord, ...]
     worker_id: str | None
+    downloads: tuple[DownloadRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         session: dict[str, Any] = {"state": self.session_state.value}
@@ -55,6 +72,7 @@ class Snapshot:
             "currentJob": _job_json(self.current_job) if self.current_job else None,
             "recentJobs": [_job_json(job) for job in self.recent_jobs],
             "workerId": self.worker_id,
+            "downloads": [_download_json(d) for d in self.downloads],
         }
 
 
@@ -69,6 +87,20 @@ def _job_json(job: JobRecord) -> dict[str, Any]:
         "outcome": job.outcome,
         "error": job.error,
         "elapsedMs": job.elapsed_ms,
+        "progress": job.progress,
+        "progressNote": job.progress_note,
+    }
+
+
+def _download_json(download: DownloadRecord) -> dict[str, Any]:
+    return {
+        "model": download.model,
+        "filename": download.filename,
+        "bytesDone": download.done,
+        "bytesTotal": download.total,
+        "bytesPerSec": round(download.rate_bps, 1),
+        "etaSecs": None if download.eta_s is None else round(download.eta_s, 1),
+        "updatedAt": download.updated_at,
     }
 
 
@@ -83,6 +115,7 @@ class _State:
     current_job: JobRecord | None = None
     recent_jobs: deque[JobRecord] = field(default_factory=lambda: deque(maxlen=RECENT_JOBS_CAP))
     worker_id: str | None = None
+    downloads: dict[tuple[str, str], DownloadRecord] = field(default_factory=dict)
 
 
 class StatusStore:
@@ -103,6 +136,7 @@ class StatusStore:
                 s.current_job,
                 tuple(s.recent_jobs),
                 s.worker_id,
+                tuple(s.downloads.values()),
             )
 
     @property
@@ -146,6 +180,37 @@ class StatusStore:
     def job_started(self, record: JobRecord) -> None:
         with self._lock:
             self._s.current_job = record
+
+    def job_progress(self, job_id: str, fraction: float, note: str) -> None:
+        """Record how far the current job is (fraction clamped to 0-1); other ids are ignored."""
+        fraction = 0.0 if math.isnan(fraction) else min(max(fraction, 0.0), 1.0)
+        with self._lock:
+            current = self._s.current_job
+            if current is None or current.job_id != job_id:
+                return
+            self._s.current_job = replace(current, progress=fraction, progress_note=note)
+
+    def download_progress(  # noqa: PLR0917 - the fields of a models DownloadProgress, in order
+        self,
+        model: str,
+        filename: str,
+        done: int,
+        total: int | None,
+        rate_bps: float,
+        eta_s: float | None,
+        finished: bool,
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Show a model file download; a finished one (done or given up) leaves the board."""
+        key = (model, filename)
+        with self._lock:
+            if finished:
+                self._s.downloads.pop(key, None)
+                return
+            self._s.downloads[key] = DownloadRecord(
+                model, filename, done, total, rate_bps, eta_s, _ts(at)
+            )
 
     def job_finished(self, job_id: str, outcome: str, elapsed_ms: int, error: str | None) -> None:
         with self._lock:
