@@ -22,10 +22,11 @@ from studio_worker.studio.admin import AdminRoutes
 from studio_worker.studio.core import StudioCore
 from studio_worker.studio.hub import Hub
 from studio_worker.studio.jobbook import JobBook
-from studio_worker.studio.records import JobRecord, RegisterRequestRecord
+from studio_worker.studio.records import JobRecord, RegisterRequestRecord, same_secret
+from studio_worker.studio.shelf import Shelf, ShelfFile
 from studio_worker.studio.store import Store
 from studio_worker.studio.worker_http import RateLimiter, WorkerRoutes
-from studio_worker.studio.ws import WorkerSocket
+from studio_worker.studio.ws import WorkerSocket, bearer
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class StudioServer:
         self.results_dir = self.data_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.admin_token = load_admin_token(self.data_dir, admin_token)
+        self.shelf = Shelf(self.data_dir / "files")
         self._sweep_every = sweep_every_s
         self.store = Store(self.data_dir / DB_FILE, log_cap=log_cap)
         self.jobs = JobBook(self.store, max_attempts=max_attempts)
@@ -88,10 +90,25 @@ class StudioServer:
                 web.get(f"{p}/workers/{{workerId}}/connect", sock.handle),
                 web.post(f"{p}/workers/{{workerId}}/jobs/{{jobId}}/complete", worker.complete),
                 web.get("/healthz", self._healthz),
+                web.get("/files/{name}", self.shelf.serve),
+                web.get("/admin/files", self._list_files),
                 *AdminRoutes(self.core, self.admin_token).routes(),
             ]
         )
         return app
+
+    async def _list_files(self, request: web.Request) -> web.Response:
+        if not same_secret(bearer(request) or "", self.admin_token):
+            return web.json_response({"error": "admin token required"}, status=401)
+        base = f"{request.scheme}://{request.host}"
+        files = await asyncio.to_thread(self.shelf.listing)
+        return web.json_response({"files": [f.model_file(base) for f in files]})
+
+    def shelf_file(self, name: str, role: str = "model") -> dict[str, Any]:
+        """A `ModelFile` (wire shape) for a file on the shelf; the studio must be started."""
+        assert self.url is not None, "start the studio first"
+        entry: ShelfFile = self.shelf.describe(name)
+        return entry.model_file(self.url, role)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on host:port (0 = any free port); returns the base URL."""
