@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from studio_worker.domain.logs import rfc3339_millis
 from studio_worker.domain.results import (
@@ -23,7 +24,7 @@ from studio_worker.domain.results import (
     JobResult,
     JsonResult,
 )
-from studio_worker.domain.tasks import JobOfferClaim, full_prompt, prompt_preview
+from studio_worker.domain.tasks import JobOfferClaim, ModelSource, full_prompt, prompt_preview
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.jobs.admission import BUSY, Admit, admit
 from studio_worker.jobs.gate import JobGate
@@ -37,6 +38,16 @@ from studio_worker.status.store import JobRecord, StatusStore
 log = logging.getLogger(__name__)
 
 RunBlocking = Callable[..., Awaitable[Any]]
+
+
+class ModelFiles(Protocol):
+    """Where the files of a model source come from (the model store)."""
+
+    async def ensure(self, model: str, source: ModelSource) -> dict[str, Path]: ...
+
+
+# Engines that make their output from nothing: their model sources are never fetched.
+NO_FILES_ENGINES = frozenset({"synthetic"})
 
 
 class Dispatcher:
@@ -53,6 +64,7 @@ class Dispatcher:
         only_when_idle: Callable[[], bool] = lambda: False,
         presence: Callable[[], str | None] = lambda: None,
         run_blocking: RunBlocking = asyncio.to_thread,
+        models: ModelFiles | None = None,
     ) -> None:
         self._gate = gate
         self._engines = engines
@@ -64,6 +76,7 @@ class Dispatcher:
         self._only_when_idle = only_when_idle
         self._presence = presence
         self._run_blocking = run_blocking
+        self._models = models
         self._queue: asyncio.Queue[JobOfferClaim] = asyncio.Queue()
         self._cancel = threading.Event()
         self._idle = asyncio.Event()
@@ -163,12 +176,31 @@ class Dispatcher:
 
     async def _execute(self, claim: JobOfferClaim) -> JobResult:
         engine = self._engines.resolve(claim.model_source.engine, claim.model)
+        model_paths = await self._model_files(claim)
 
-        def progress(fraction: float, note: str) -> None:
-            log.debug("progress %.0f%% %s", fraction * 100, note, extra={"job_id": claim.job_id})
+        def progress(fraction: float, note: str) -> None:  # called from the engine's thread
+            self._status.job_progress(claim.job_id, fraction, note)
 
-        result: JobResult = await self._run_blocking(engine.run, claim, {}, progress, self._cancel)
+        result: JobResult = await self._run_blocking(
+            engine.run, claim, model_paths, progress, self._cancel
+        )
         return result
+
+    async def _model_files(self, claim: JobOfferClaim) -> dict[str, Path]:
+        source = claim.model_source
+        if not source.files or source.engine in NO_FILES_ENGINES:
+            return {}
+        if self._models is None:
+            raise JobError("this worker has no model store to fetch model files into")
+        started = time.monotonic()
+        paths = await self._models.ensure(claim.model, source)
+        self._crumbs(
+            "info",
+            "ws",
+            f"model {claim.model}: {len(paths)} file(s) ready in {_ms(started)}ms",
+            claim.job_id,
+        )
+        return paths
 
     async def _deliver(self, claim: JobOfferClaim, prompt: str, result: JobResult) -> None:
         kind, job_id = claim.task.kind, claim.job_id
