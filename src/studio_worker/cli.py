@@ -23,6 +23,7 @@ from studio_worker.config.paths import default_config_path
 from studio_worker.config.redact import redacted
 from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
+from studio_worker.models_cli import models_group
 from studio_worker.protocol.registration import Credentials, RegistrationMachine, RegState
 from studio_worker.protocol.urls import BaseUrlError, normalise
 from studio_worker.studio.commands import studio_group
@@ -239,6 +240,7 @@ def _fmt_bool(value: bool) -> str:
 
 
 cli.add_command(studio_group)
+cli.add_command(models_group)
 
 
 def main() -> None:
