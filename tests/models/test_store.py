@@ -19,6 +19,7 @@ from studio_worker.models import store as store_module
 from studio_worker.models.errors import ModelError, ModelNotCached
 from studio_worker.models.paths import sanitise_id
 from studio_worker.models.store import CachedFile, DownloadProgress, ModelStore
+from studio_worker.status.store import StatusStore
 
 from .conftest import FileServer, blob, sha
 
@@ -663,6 +664,33 @@ async def test_a_failed_download_still_sends_a_finished_report(
         await make_store().ensure("m", server.source("model.gguf"), seen.append)
     assert seen[-1].finished is True
     assert sum(p.finished for p in seen) == 1
+
+
+async def test_progress_drives_the_status_board(
+    server: FileServer, make_store: Callable[..., ModelStore]
+) -> None:
+    server.files = {"model.gguf": DATA}
+    server.plan = [("stall", 100_000)]
+    status = StatusStore()
+    store = make_store(
+        on_progress=lambda p: status.download_progress(
+            p.model, p.filename, p.done, p.total, p.rate_bps, p.eta_s, p.finished
+        )
+    )
+    task = asyncio.create_task(store.ensure("m", server.source("model.gguf")))
+    for _ in range(200):
+        if status.snapshot().downloads:
+            break
+        await asyncio.sleep(0.01)
+    (shown,) = status.snapshot().to_json()["downloads"]
+    assert (shown["model"], shown["filename"], shown["bytesTotal"]) == (
+        "m",
+        "model.gguf",
+        len(DATA),
+    )
+    server.release.set()
+    await task
+    assert status.snapshot().downloads == ()
 
 
 async def test_a_broken_progress_callback_does_not_break_the_download(

@@ -615,9 +615,12 @@ class ModelStore:
                 files: list[CachedFile] = []
                 partials: list[CachedFile] = []
                 for entry in sorted(model_dir.iterdir()):
-                    if not entry.is_file():
+                    try:
+                        if not entry.is_file():
+                            continue
+                        size = entry.stat().st_size
+                    except FileNotFoundError:  # a partial renamed while we looked
                         continue
-                    size = entry.stat().st_size
                     if entry.name.endswith(PARTIAL_SUFFIX):
                         partials.append(CachedFile(entry.name[: -len(PARTIAL_SUFFIX)], size))
                     else:
