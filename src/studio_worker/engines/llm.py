@@ -10,11 +10,15 @@ tokens. The last loaded model stays resident for the next job on the same model.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import json
+import logging
 import struct
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +30,9 @@ from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonR
 from studio_worker.domain.tasks import JobOfferClaim, LlmTask, ModelFile
 from studio_worker.engines.base import Progress
 
+log = logging.getLogger(__name__)
+native_log = logging.getLogger(f"{__name__}.llama_cpp")
+
 DEFAULT_CONTEXT = 8192
 WILDCARD = "llama-cpp:*"
 PROGRESS_EVERY_S = 0.25
@@ -35,6 +42,45 @@ TOP_P = 0.95
 MIN_P = 0.05
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+
+
+# ---------------------------------------------------------------------------------------
+# llama.cpp's own log lines go to the `logging` tree, never to stdout
+# ---------------------------------------------------------------------------------------
+
+# ggml_log_level (ggml.h): 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the
+# previous line. llama.cpp's info lines are per-layer chatter: they go out at debug level.
+_LOG_WARN, _LOG_ERROR, _LOG_CONT = 3, 4, 5
+_NATIVE_LEVELS = {_LOG_WARN: logging.WARNING, _LOG_ERROR: logging.ERROR}
+_native_errors: deque[str] = deque(maxlen=6)
+_native_state: dict[str, Any] = {"callback": None, "level": 0}
+
+
+def route_native_logs() -> None:
+    """Send llama.cpp/ggml log lines to `native_log` (info chatter at debug level).
+
+    The last error lines are kept so that a failed load can say why.
+    """
+    if _native_state["callback"] is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def callback(level: int, text: bytes, user_data: Any) -> None:
+        if level == _LOG_CONT:
+            level = _native_state["level"]
+        _native_state["level"] = level
+        message = text.decode("utf-8", errors="replace").rstrip()
+        if not message:
+            return
+        if level == _LOG_ERROR:
+            _native_errors.append(message)
+        native_log.log(_NATIVE_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _native_state["callback"] = callback  # ctypes callbacks must outlive their use
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,7 +373,8 @@ class LlamaEngine:
 
         return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
-    def _ensure(self, path: Path, wanted_ctx: int, progress: _Throttle) -> Any:
+    def _ensure(self, path: Path, wanted_ctx: int, progress: _Throttle) -> tuple[Any, int]:
+        """The loaded model for `path` and its context size, loading it when not resident."""
         try:
             trained = gguf_trained_context(path)
         except (OSError, GgufError) as exc:
@@ -335,11 +382,14 @@ class LlamaEngine:
         n_ctx = min(wanted_ctx, trained) if trained else wanted_ctx
         key = _Key(path, n_ctx, self._gpu_layers())
         if key == self._key:
-            return self._llm
+            return self._llm, n_ctx
         self._unload()
         progress(0.0, f"loading {path.name}", force=True)
         from llama_cpp import Llama
 
+        route_native_logs()
+        _native_errors.clear()
+        started = time.monotonic()
         try:
             llm = Llama(
                 model_path=str(path),
@@ -348,11 +398,28 @@ class LlamaEngine:
                 verbose=False,
             )
         except Exception as exc:
-            raise JobError(f"could not load model {path.name}: {exc}", retryable=True) from exc
+            if _is_template_error(exc):
+                # llama-cpp-python compiles the GGUF's chat template while loading
+                raise JobError(f"chat template: {exc}", retryable=False) from exc
+            why = "; ".join(_native_errors)
+            raise JobError(
+                f"could not load model {path.name}: {exc}" + (f" ({why})" if why else ""),
+                retryable=True,
+            ) from exc
+        log.info(
+            "loaded %s: context %d, gpu layers %d, %.2f s",
+            path.name,
+            n_ctx,
+            key.n_gpu_layers,
+            time.monotonic() - started,
+        )
         self._llm, self._key = llm, key
+        if self.loads == 0:
+            # free the model before interpreter teardown, when llama.cpp can still be called
+            atexit.register(_unload_at_exit, weakref.ref(self))
         self.loads += 1
         progress(0.0, f"loaded {path.name} (context {n_ctx})", force=True)
-        return llm
+        return llm, n_ctx
 
     # -- a job ----------------------------------------------------------------------------
 
@@ -372,11 +439,17 @@ class LlamaEngine:
         with self._lock:
             if cancel.is_set():
                 raise JobError("cancelled", retryable=True)
-            llm = self._ensure(path, wanted_ctx, throttle)
+            llm, n_ctx = self._ensure(path, wanted_ctx, throttle)
             started = time.monotonic()
             prompt, stops, opened = self.render_prompt(llm, claim, task)
             completion = self._complete(
-                llm, task, prompt, stops=stops, progress=throttle, cancel=cancel
+                llm,
+                task,
+                prompt,
+                n_ctx=n_ctx,
+                stops=stops,
+                progress=throttle,
+                cancel=cancel,
             )
             elapsed_ms = round((time.monotonic() - started) * 1000)
         content, reasoning = split_reasoning(completion.text, opened_in_prompt=opened)
@@ -443,6 +516,7 @@ class LlamaEngine:
         task: LlmTask,
         prompt: str,
         *,
+        n_ctx: int,
         stops: list[str],
         progress: _Throttle,
         cancel: threading.Event,
@@ -450,7 +524,8 @@ class LlamaEngine:
         import llama_cpp
 
         tokens = self.tokenize_prompt(llm, prompt)
-        n_ctx = int(llm.n_ctx())
+        # `n_ctx` is the context asked for: llama.cpp pads its own (to a multiple of 256),
+        # but llama-cpp-python sizes its token buffers by the number asked for.
         if not tokens:
             raise JobError("the chat template rendered an empty prompt", retryable=False)
         if len(tokens) >= n_ctx:
@@ -496,6 +571,18 @@ class LlamaEngine:
                 break
             progress(generated / budget, f"{generated}/{budget} tokens")
         return Completion(text, len(tokens), generated, finish)
+
+
+def _unload_at_exit(ref: weakref.ref[LlamaEngine]) -> None:
+    engine = ref()
+    if engine is not None:
+        engine.unload()
+
+
+def _is_template_error(exc: BaseException) -> bool:
+    from jinja2.exceptions import TemplateError
+
+    return isinstance(exc, TemplateError)
 
 
 def _first_stop(text: str, stops: Sequence[str], start: int) -> int | None:
