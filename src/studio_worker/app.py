@@ -23,9 +23,11 @@ from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
 from studio_worker.domain.capabilities import WorkerCapabilities
 from studio_worker.engines.registry import EngineRegistry
+from studio_worker.engines.roster import installed_engines
 from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.jobs.dispatcher import Dispatcher
 from studio_worker.jobs.gate import JobGate
+from studio_worker.models import DownloadProgress, ModelStore
 from studio_worker.platform import sysinfo
 from studio_worker.platform.lock import DaemonLock
 from studio_worker.protocol.outcomes import AUTH_FAILED_HINT, EndKind
@@ -60,9 +62,9 @@ class DaemonTuning:
     backoff_scale: float = 1.0
 
 
-def build_engines() -> EngineRegistry:
+def build_engines(models_root: Path) -> EngineRegistry:
     """The static roster (behaviour §6.1): real engines first, synthetic always last."""
-    return EngineRegistry([SyntheticEngine()])
+    return EngineRegistry([*installed_engines(models_root), SyntheticEngine()])
 
 
 def setup_logging(redactor: SecretRedactor, level: int = logging.INFO) -> None:
@@ -90,7 +92,7 @@ class Daemon:
         self.config_path = config_path
         self.redactor = redactor or SecretRedactor()
         self.tuning = tuning or DaemonTuning()
-        self.engines = engines or build_engines()
+        self._engines = engines
         self.store = ConfigStore(config_path, redactor=self.redactor)
         self.status = StatusStore()
         self.ship = ShipQueue()
@@ -98,6 +100,11 @@ class Daemon:
         self.stop = asyncio.Event()
         self._vram = 0.0
         self._live: LiveConfig | None = None
+
+    @property
+    def engines(self) -> EngineRegistry:
+        assert self._engines is not None, "the daemon has not built its engines yet"
+        return self._engines
 
     @property
     def live(self) -> LiveConfig:
@@ -145,6 +152,15 @@ class Daemon:
 
     async def _serve(self, settings: Settings) -> int:
         self._live = LiveConfig(self.store, settings)
+        if self._engines is None:
+            self._engines = build_engines(settings.models_root)
+        self.engines.start()
+        try:
+            return await self._serve_with_engines(settings)
+        finally:
+            await asyncio.to_thread(self.engines.close)
+
+    async def _serve_with_engines(self, settings: Settings) -> int:
         self.status.set_paused(settings.paused)
         self._vram = await asyncio.to_thread(sysinfo.vram_total_gib)
         log.info(
@@ -165,6 +181,7 @@ class Daemon:
                 gate=gate,
                 engines=self.engines,
                 uploader=ResultUploader(http),
+                models=ModelStore(settings.models_root, http=http, on_progress=self._download),
                 sink=outbox,
                 status=self.status,
                 crumbs=self.crumbs,
@@ -203,6 +220,11 @@ class Daemon:
                     jobs.cancel()
                     watch.cancel()
         return code
+
+    def _download(self, p: DownloadProgress) -> None:
+        self.status.download_progress(
+            p.model, p.filename, p.done, p.total, p.rate_bps, p.eta_s, p.finished
+        )
 
     async def _studio_loops(
         self, registration: RegistrationClient, supervisor: SessionSupervisor

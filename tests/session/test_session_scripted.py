@@ -287,7 +287,8 @@ async def test_busy_worker_rejects_a_second_offer_and_heartbeats_the_job(
 async def test_unknown_and_missing_engines_fail_with_the_right_retryable(
     studio: ScriptedStudio, tmp_path: Path
 ) -> None:
-    daemon = approved_daemon(tmp_path, studio.url)
+    # A worker built without the llama engine (only the synthetic one).
+    daemon = approved_daemon(tmp_path, studio.url, engines=EngineRegistry([SyntheticEngine()]))
     fails: list[dict[str, Any]] = []
 
     async def script(conn: ServerConnection) -> None:
