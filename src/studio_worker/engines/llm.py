@@ -56,6 +56,18 @@ _native_errors: deque[str] = deque(maxlen=6)
 _native_state: dict[str, Any] = {"callback": None, "level": 0}
 
 
+def _on_native_log(level: int, text: bytes, user_data: Any) -> None:
+    if level == _LOG_CONT:
+        level = _native_state["level"]
+    _native_state["level"] = level
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if not message:
+        return
+    if level == _LOG_ERROR:
+        _native_errors.append(message)
+    native_log.log(_NATIVE_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+
 def route_native_logs() -> None:
     """Send llama.cpp/ggml log lines to `native_log` (info chatter at debug level).
 
@@ -67,18 +79,7 @@ def route_native_logs() -> None:
 
     import llama_cpp
 
-    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-    def callback(level: int, text: bytes, user_data: Any) -> None:
-        if level == _LOG_CONT:
-            level = _native_state["level"]
-        _native_state["level"] = level
-        message = text.decode("utf-8", errors="replace").rstrip()
-        if not message:
-            return
-        if level == _LOG_ERROR:
-            _native_errors.append(message)
-        native_log.log(_NATIVE_LEVELS.get(level, logging.DEBUG), "%s", message)
-
+    callback = llama_cpp.llama_log_callback(_on_native_log)
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
     _native_state["callback"] = callback  # ctypes callbacks must outlive their use
 
