@@ -38,6 +38,7 @@ class Ggufs:
     raising: Path
     broken_syntax: Path
     no_template: Path
+    bos_template: Path  # the template writes the BOS itself
     short_context: Path  # trained context 128
     other: Path  # same chain, another seed: a different model file
 
@@ -56,6 +57,9 @@ def ggufs(tmp_path_factory: pytest.TempPathFactory) -> Ggufs:
             root / "syntax" / "tiny.gguf", chat_template="{% for m in messages %}{{ m"
         ),
         no_template=write_tiny_gguf(root / "bare" / "tiny.gguf", chat_template=None),
+        bos_template=write_tiny_gguf(
+            root / "bos" / "tiny.gguf", chat_template="{{ bos_token }}" + CHATML_TEMPLATE
+        ),
         short_context=write_tiny_gguf(root / "short" / "tiny.gguf", n_ctx=128),
         other=write_tiny_gguf(root / "other" / "tiny.gguf", seed=1, dtype="f16"),
     )

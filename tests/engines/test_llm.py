@@ -154,6 +154,21 @@ def test_system_field_is_prepended_as_a_system_message(engine: LlamaEngine, gguf
     assert value["choices"][0]["message"]["content"] == TINY_ANSWER
 
 
+def test_bos_is_not_doubled_when_the_template_writes_it(engine: LlamaEngine, ggufs: Ggufs) -> None:
+    from llama_cpp import Llama
+
+    value = run(engine, ggufs.bos_template)
+    assert value["usage"]["prompt_tokens"] == token_count(ggufs.plain, CHATML_HI)
+    llm = Llama(str(ggufs.bos_template), vocab_only=True, verbose=False)
+    try:
+        tokens = LlamaEngine.tokenize_prompt(llm, "<s>" + CHATML_HI)
+        assert tokens[:2] != [1, 1] and tokens[0] == 1
+        assert LlamaEngine.tokenize_prompt(llm, CHATML_HI)[0] == 1  # added when absent
+    finally:
+        llm.close()
+    assert value["choices"][0]["message"]["content"] == TINY_ANSWER
+
+
 def test_budget_used_up_is_length(engine: LlamaEngine, ggufs: Ggufs) -> None:
     value = run(engine, ggufs.plain, {"maxTokens": 3})
     assert value["choices"][0]["message"]["content"] == "hello world from"
@@ -237,6 +252,7 @@ def test_template_kwargs_defaults_overlaid_by_the_task(engine: LlamaEngine, gguf
 
 
 def test_render_chat_mimics_hugging_face() -> None:
+    pytest.importorskip("jinja2", reason="jinja2 comes with llama-cpp-python")
     template = (
         "{% for m in messages %}\n"
         "  {% if m.role == 'system' %}[{{ m.content | tojson }}]{% else %}{{ m.content }}"

