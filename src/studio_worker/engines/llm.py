@@ -570,7 +570,8 @@ class LlamaEngine:
                     break
             if generated >= budget:
                 break
-            progress(generated / budget, f"{generated}/{budget} tokens")
+            # the first token always shows (time to first token), then throttled
+            progress(generated / budget, f"{generated}/{budget} tokens", force=generated == 1)
         return Completion(text, len(tokens), generated, finish)
 
 
