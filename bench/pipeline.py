@@ -127,6 +127,15 @@ async def floor_cross_process_ms(rounds: int) -> list[float]:
             await child.wait()
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def start_worker(studio: StudioServer, work: Path) -> subprocess.Popen[bytes]:
     config = work / "worker" / "config.toml"
     config.parent.mkdir(parents=True)
@@ -138,7 +147,7 @@ async def start_worker(studio: StudioServer, work: Path) -> subprocess.Popen[byt
     proc = subprocess.Popen(
         [sys.executable, "-m", "studio_worker", "--config", str(config), "run"],
         env=env,
-        stderr=subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_WORKER_STDERR") else subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while not studio.pending_requests():
@@ -149,7 +158,16 @@ async def start_worker(studio: StudioServer, work: Path) -> subprocess.Popen[byt
     return proc
 
 
-async def pipeline(kind: str, latency_jobs: int, jobs: int) -> tuple[list[float], float]:
+class Run:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.rate = 0.0
+        # CPU time per job during the throughput phase (us), studio and worker process.
+        self.studio_cpu_us = 0.0
+        self.worker_cpu_us: float | None = None
+
+
+async def pipeline(kind: str, latency_jobs: int, jobs: int) -> Run:
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     studio = StudioServer(work / "studio")
     await studio.start()
@@ -158,19 +176,26 @@ async def pipeline(kind: str, latency_jobs: int, jobs: int) -> tuple[list[float]
         task = TASKS[kind]
         # Warm up: the first job also waits for the session to open.
         await studio.wait_for_job(studio.submit_job(kind, task), 30)
-        latencies = []
+        run = Run()
         for _ in range(latency_jobs):
             started = time.perf_counter()
             await studio.wait_for_job(studio.submit_job(kind, task), 30)
-            latencies.append((time.perf_counter() - started) * 1000)
+            run.latencies.append((time.perf_counter() - started) * 1000)
+        worker_cpu = cpu_s(worker.pid)
+        studio_cpu = time.process_time()
         started = time.perf_counter()
         ids = [studio.submit_job(kind, task) for _ in range(jobs)]
         done = [await studio.wait_for_job(job_id, 120) for job_id in ids]
         elapsed = time.perf_counter() - started
+        run.studio_cpu_us = (time.process_time() - studio_cpu) / jobs * 1e6
+        worker_after = cpu_s(worker.pid)
+        if worker_cpu is not None and worker_after is not None:
+            run.worker_cpu_us = (worker_after - worker_cpu) / jobs * 1e6
         failed = [job for job in done if job.status != "done"]
         if failed:
             raise SystemExit(f"{len(failed)} job(s) did not complete: {failed[0].error}")
-        return latencies, jobs / elapsed
+        run.rate = jobs / elapsed
+        return run
     finally:
         worker.terminate()
         worker.wait(15)
@@ -187,7 +212,8 @@ async def main() -> None:
     rounds = max(200, args.latency_jobs)
     inproc = await floor_in_process_ms(rounds)
     cross = await floor_cross_process_ms(rounds)
-    latencies, rate = await pipeline(args.kind, args.latency_jobs, args.jobs)
+    run = await pipeline(args.kind, args.latency_jobs, args.jobs)
+    latencies, rate = run.latencies, run.rate
     i50, i99 = statistics.median(inproc), pct(inproc, 0.99)
     c50, c99 = statistics.median(cross), pct(cross, 0.99)
     p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
@@ -198,6 +224,9 @@ async def main() -> None:
     print(f"ratio p50 / cross-process floor p50      {p50 / c50:7.2f}x   (target <= 3x)")
     print(f"ratio p50 / in-process floor p50         {p50 / i50:7.2f}x   (for reference)")
     print(f"throughput                               {rate:7.1f} jobs/s (target >= 300)")
+    worker = "n/a" if run.worker_cpu_us is None else f"{run.worker_cpu_us:.0f} us"
+    studio = f"{run.studio_cpu_us:.0f} us"
+    print(f"cpu per job (throughput phase)           studio {studio}, worker {worker}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +29,6 @@ from studio_worker.protocol.frames import (
     HeartbeatAck,
     Hello,
     LogBatch,
-    Offer,
     ReadyForMore,
     Reject,
     WorkerErrorCode,
@@ -37,7 +37,7 @@ from studio_worker.protocol.frames import (
 )
 from studio_worker.studio.jobbook import JobBook
 from studio_worker.studio.records import JobRecord, JobStatus
-from studio_worker.studio.store import Store
+from studio_worker.studio.store import QueuedJob, Store
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,13 @@ class Session:
         self.last_heartbeat = self.clock()
 
     async def send(self, frame: WireModel) -> bool:
+        return await self.send_text(encode(frame))
+
+    async def send_text(self, text: str) -> bool:
         if self.ws.closed:
             return False
         try:
-            await self.ws.send_str(encode(frame))
+            await self.ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:
             log.info("send to %s failed: %s", self.worker_id, exc)
             return False
@@ -174,24 +177,24 @@ class Hub:
         # Read the queue in pages, and only while some worker could take a job: the
         # cost of a pump stays flat however long the queue grows.
         while self._has_idle(busy):
-            page = self._store.queued_jobs(after, PUMP_PAGE)
+            page = self._store.queued_page(after, PUMP_PAGE)
             if not page:
                 return
-            for rowid, job in page:
-                after = rowid
+            for job in page:
+                after = job.rowid
                 session = self._pick(job, busy)
                 if session is None:
                     continue
                 busy.add(session.worker_id)
-                await self._offer(session, job)
+                await self._offer(session, job.id)
 
-    async def _offer(self, session: Session, job: JobRecord) -> None:
-        self._jobs.offer(job.id, session.worker_id)
-        log.info("offering %s to %s", job.id, session.worker_id)
-        if not await session.send(Offer(claim=job.claim())):
-            current = self._jobs.holds(session.worker_id, job.id)
+    async def _offer(self, session: Session, job_id: str) -> None:
+        job = self._jobs.offer(job_id, session.worker_id)
+        log.info("offering %s to %s", job_id, session.worker_id)
+        if not await session.send_text(offer_text(job)):
+            current = self._jobs.holds(session.worker_id, job_id)
             if current is not None and current.status is JobStatus.OFFERED:
-                self._jobs.requeue(job.id, spend=False)
+                self._jobs.requeue(job_id, spend=False)
 
     def _has_idle(self, busy: set[str]) -> bool:
         return any(
@@ -199,7 +202,7 @@ class Hub:
             for s in self._sessions.values()
         )
 
-    def _pick(self, job: JobRecord, busy: set[str]) -> Session | None:
+    def _pick(self, job: QueuedJob, busy: set[str]) -> Session | None:
         candidates = [
             s
             for s in self._sessions.values()
@@ -306,7 +309,26 @@ class Hub:
         )
 
 
-def _fits(session: Session, job: JobRecord) -> bool:
+def offer_text(job: JobRecord) -> str:
+    """The `offer` frame for a job, as `encode(Offer(claim=job.claim()))` writes it.
+
+    Built straight from the stored wire forms: the task and model source were validated
+    and stored canonical (`to_wire()`) at submission, so re-validating them into a
+    `JobOfferClaim` on every offer only to dump them again changes nothing.
+    """
+    claim = {
+        "jobId": job.id,
+        "gameId": job.game_id,
+        "assetName": job.asset_name,
+        "model": job.model,
+        "vramGbEstimate": float(job.vram_gb_estimate),
+        "task": job.task,
+        "modelSource": job.model_source,
+    }
+    return json.dumps({"type": "offer", "claim": claim}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fits(session: Session, job: QueuedJob | JobRecord) -> bool:
     caps = session.capabilities
     if caps is None or not caps.auto_enabled:
         return False

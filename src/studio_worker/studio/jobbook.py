@@ -1,12 +1,12 @@
 """Job lifecycle on top of the store: offers, attempts, outcomes, and change signalling.
 
-Every status change goes through here so waiters (`wait_for`) are woken, not polling.
+Every status change goes through here so waiters (`wait_for`) are woken, not polling:
+each change wakes only the waiters of that job.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ class JobBook:
     def __init__(self, store: Store, *, max_attempts: int = 3) -> None:
         self._store = store
         self.max_attempts = max_attempts
-        self._changed = asyncio.Event()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # ---- queries ------------------------------------------------------------------
 
@@ -39,23 +39,21 @@ class JobBook:
             return None
         return job
 
-    def busy_workers(self) -> set[str]:
+    def busy_workers(self) -> set[str]:  # from the store's in-memory mirror: no SQL
         return {job.worker_id for job in self._store.held_jobs() if job.worker_id}
 
     # ---- transitions ----------------------------------------------------------------
 
     def submit(self, **fields: Any) -> str:
-        job_id = self._store.add_job(**fields)
-        self._signal()
-        return job_id
+        return self._store.add_job(**fields)  # a new job has no waiters yet
 
-    def offer(self, job_id: str, worker_id: str) -> None:
-        self._store.set_job(job_id, JobStatus.OFFERED, worker_id=worker_id)
-        self._signal()
+    def offer(self, job_id: str, worker_id: str) -> JobRecord:
+        updated = self._store.set_job(job_id, JobStatus.OFFERED, worker_id=worker_id)
+        self._signal(updated)
+        return updated
 
     def start(self, job_id: str) -> None:
-        self._store.set_job(job_id, JobStatus.RUNNING)
-        self._signal()
+        self._signal(self._store.set_job(job_id, JobStatus.RUNNING))
 
     def requeue(self, job_id: str, *, spend: bool, error: str | None = None) -> JobRecord:
         """Back to the queue; `spend` uses up an attempt and fails the job past the cap."""
@@ -76,7 +74,7 @@ class JobBook:
                 job_id, JobStatus.QUEUED, attempts=attempts, worker_id=None, error=error
             )
         log.info("job %s requeued -> %s", job_id, updated.status.value)
-        self._signal()
+        self._signal(updated)
         return updated
 
     def fail(self, job_id: str, error: str, *, retryable: bool) -> JobRecord:
@@ -85,18 +83,18 @@ class JobBook:
         job = self._store.get_job(job_id)
         attempts = (job.attempts if job else 0) + 1
         updated = self._store.set_job(job_id, JobStatus.FAILED, error=error, attempts=attempts)
-        self._signal()
+        self._signal(updated)
         return updated
 
     def complete_json(self, job_id: str, result: Any, prompt: str | None) -> JobRecord:
         updated = self._store.set_job(
             job_id,
             JobStatus.DONE,
-            result_json=json.dumps(result),
+            result_json=result,
             prompt=prompt,
             error=None,
         )
-        self._signal()
+        self._signal(updated)
         return updated
 
     def complete_file(
@@ -112,7 +110,7 @@ class JobBook:
             prompt=prompt,
             error=None,
         )
-        self._signal()
+        self._signal(updated)
         return updated
 
     # ---- waiting ------------------------------------------------------------------
@@ -122,16 +120,27 @@ class JobBook:
     ) -> JobRecord:
         """Wait until the job is terminal (or in one of `statuses`); TimeoutError if not."""
         wanted = statuses or (JobStatus.DONE, JobStatus.FAILED)
+        job = self._store.get_job(job_id)
         async with asyncio.timeout(limit_s):
             while True:
-                changed = self._changed
-                job = self._store.get_job(job_id)
                 if job is None:
                     raise KeyError(job_id)
                 if job.status in wanted:
                     return job
-                await changed.wait()
+                changed = asyncio.get_running_loop().create_future()
+                waiters = self._waiters.setdefault(job_id, [])
+                waiters.append(changed)
+                try:
+                    await changed
+                finally:
+                    if self._waiters.get(job_id) is waiters:  # not signalled: stop listening
+                        waiters.remove(changed)
+                        if not waiters:
+                            del self._waiters[job_id]
+                # Read it afresh: more changes may have landed before this task ran.
+                job = self._store.get_job(job_id)
 
-    def _signal(self) -> None:
-        old, self._changed = self._changed, asyncio.Event()
-        old.set()
+    def _signal(self, job: JobRecord) -> None:
+        for waiter in self._waiters.pop(job.id, ()):
+            if not waiter.done():
+                waiter.set_result(None)

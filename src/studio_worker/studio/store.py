@@ -2,18 +2,24 @@
 
 One connection, used only from the event-loop thread; every write commits at once so a
 killed studio loses nothing it acknowledged.
+
+The jobs a worker holds (offered or running) are also kept in memory, written through:
+each change is committed first, then mirrored, so reading them (every job frame does)
+costs no SQL and no JSON decoding. Records handed out are shared: treat them as read-only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from studio_worker.domain.logs import LogEntry
 from studio_worker.studio.records import (
+    HELD,
     JOB_TRANSITIONS,
     JobRecord,
     JobStatus,
@@ -56,6 +62,19 @@ class TransitionError(RuntimeError):
     """A job status change the transition table does not allow."""
 
 
+class QueuedJob(NamedTuple):
+    """What the offer pump needs to match a queued job to a worker (§4.1)."""
+
+    rowid: int
+    id: str
+    kind: str
+    vram_gb_estimate: float
+
+
+# `set_job` columns -> JobRecord fields, where the names differ.
+_FIELD_OF_COLUMN = {"result_json": "result"}
+
+
 class Store:
     def __init__(self, db_path: Path, *, log_cap: int = 10_000) -> None:
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
@@ -66,6 +85,13 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._log_cap = log_cap
+        # Held (offered/running) jobs by id, with their rowid: the write-through mirror.
+        self._held: dict[str, tuple[int, JobRecord]] = {}
+        for row in self._db.execute(
+            "SELECT rowid AS _rowid, * FROM jobs WHERE status IN ('offered','running')"
+            " ORDER BY rowid"
+        ).fetchall():
+            self._held[row["id"]] = (int(row["_rowid"]), _job(row))
 
     def close(self) -> None:
         self._db.close()
@@ -223,8 +249,18 @@ class Store:
         return jid
 
     def get_job(self, jid: str) -> JobRecord | None:
+        held = self._held.get(jid)
+        if held is not None:
+            return held[1]
         row = self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone()
         return _job(row) if row else None
+
+    def _get_with_rowid(self, jid: str) -> tuple[int, JobRecord] | None:
+        held = self._held.get(jid)
+        if held is not None:
+            return held
+        row = self._db.execute("SELECT rowid AS _rowid, * FROM jobs WHERE id=?", (jid,)).fetchone()
+        return (int(row["_rowid"]), _job(row)) if row else None
 
     def list_jobs(self, status: str | None = None, limit: int = 500) -> list[JobRecord]:
         sql = "SELECT * FROM jobs"
@@ -243,28 +279,47 @@ class Store:
         )
         return [(int(r["_rowid"]), _job(r)) for r in rows.fetchall()]
 
+    def queued_page(self, after: int = 0, limit: int = -1) -> list[QueuedJob]:
+        """Like `queued_jobs`, only the columns matching needs (no JSON decoding)."""
+        rows = self._db.execute(
+            "SELECT rowid, id, kind, vram_gb_estimate FROM jobs WHERE status='queued'"
+            " AND rowid>? ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+        return [QueuedJob(*row) for row in rows.fetchall()]
+
     def held_jobs(self, worker_id: str | None = None) -> list[JobRecord]:
-        sql = "SELECT * FROM jobs WHERE status IN ('offered','running')"
-        args: tuple[str, ...] = ()
-        if worker_id is not None:
-            sql, args = sql + " AND worker_id=?", (worker_id,)
-        return [_job(r) for r in self._db.execute(sql + " ORDER BY rowid", args).fetchall()]
+        """Offered and running jobs (of one worker, if given), in submission order."""
+        held = sorted(self._held.values(), key=lambda pair: pair[0])
+        return [job for _, job in held if worker_id is None or job.worker_id == worker_id]
 
     def set_job(self, jid: str, status: JobStatus, **fields: Any) -> JobRecord:
-        """Move a job along the transition table, setting the given columns too."""
-        job = self.get_job(jid)
-        if job is None:
+        """Move a job along the transition table, setting the given columns too.
+
+        `result_json` is given as the JSON value itself; the store encodes it.
+        """
+        found = self._get_with_rowid(jid)
+        if found is None:
             raise KeyError(jid)
+        rowid, job = found
         if status is not job.status and status not in JOB_TRANSITIONS[job.status]:
             raise TransitionError(f"job {jid}: {job.status.value} -> {status.value}")
         now = now_iso()
-        fields.update(status=status.value, updated_at=now)
+        changes: dict[str, Any] = {**fields, "status": status, "updated_at": now}
         if status in (JobStatus.DONE, JobStatus.FAILED):
-            fields["finished_at"] = now
-        cols = ", ".join(f"{name}=?" for name in fields)
-        self._db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), jid))
-        updated = self.get_job(jid)
-        assert updated is not None
+            changes["finished_at"] = now
+        columns = {**changes, "status": status.value}
+        if "result_json" in columns:
+            columns["result_json"] = json.dumps(columns["result_json"])
+        cols = ", ".join(f"{name}=?" for name in columns)
+        self._db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*columns.values(), jid))
+        updated = dataclasses.replace(
+            job, **{_FIELD_OF_COLUMN.get(name, name): value for name, value in changes.items()}
+        )
+        if status in HELD:
+            self._held[jid] = (rowid, updated)
+        else:
+            self._held.pop(jid, None)
         return updated
 
     def requeue_interrupted(self) -> list[str]:

@@ -66,6 +66,9 @@ class WorkerSocket:
             max_msg_size=MAX_FRAME_BYTES,
             heartbeat=None,
             timeout=CLOSE_TIMEOUT_S,
+            # Frames are small JSON: deflate costs more CPU per frame than it saves on
+            # the wire, and refusing it here turns it off for the worker's end too.
+            compress=False,
         )
         await ws.prepare(request)
         session = Session(worker_id=worker_id, ws=ws)
