@@ -9,11 +9,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 # pip keeps downloaded and built wheels in its cache: a warm machine reinstalls in seconds.
-# llama-cpp-python has no wheel for every platform: it then builds from source (about
-# 6 minutes on 2 cores, once; the built wheel is cached). Portable flags, no llava.
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
+# llama-cpp-python and stable-diffusion-cpp-python have no wheel for every platform: they
+# then build from source (about 6 and 3 minutes on 2 cores, once; the built wheels are
+# cached). Portable flags, no llava, no sd examples.
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DSD_BUILD_EXAMPLES=OFF}"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,llm,stt]'
+.venv/bin/python -m pip install --quiet -e '.[dev,all]'
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench
