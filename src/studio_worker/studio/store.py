@@ -10,10 +10,11 @@ costs no SQL and no JSON decoding. Records handed out are shared: treat them as 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -87,14 +88,29 @@ class Store:
         self._log_cap = log_cap
         # Held (offered/running) jobs by id, with their rowid: the write-through mirror.
         self._held: dict[str, tuple[int, JobRecord]] = {}
-        for row in self._db.execute(
-            "SELECT rowid AS _rowid, * FROM jobs WHERE status IN ('offered','running')"
-            " ORDER BY rowid"
-        ).fetchall():
-            self._held[row["id"]] = (int(row["_rowid"]), _job(row))
+        self._load_held()
 
     def close(self) -> None:
         self._db.close()
+
+    def _load_held(self) -> None:
+        rows = self._db.execute(
+            "SELECT rowid AS _rowid, * FROM jobs WHERE status IN ('offered','running')"
+            " ORDER BY rowid"
+        ).fetchall()
+        self._held = {row["id"]: (int(row["_rowid"]), _job(row)) for row in rows}
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Several writes as one commit: all of them or none."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._load_held()  # the mirror may have followed writes that are now undone
+            raise
+        self._db.execute("COMMIT")
 
     # ---- register requests ------------------------------------------------------
 
@@ -148,14 +164,16 @@ class Store:
             raise ValueError(f"request {rid} is {req.status.value}")
         wid = new_id("w_", 6)
         now = now_iso()
-        self._db.execute(
-            "INSERT INTO workers (id, install_id, capabilities, created_at) VALUES (?,?,?,?)",
-            (wid, req.install_id, json.dumps(req.capabilities), now),
-        )
-        self._db.execute(
-            "UPDATE register_requests SET status='approved', worker_id=?, decided_at=? WHERE id=?",
-            (wid, now, rid),
-        )
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO workers (id, install_id, capabilities, created_at) VALUES (?,?,?,?)",
+                (wid, req.install_id, json.dumps(req.capabilities), now),
+            )
+            self._db.execute(
+                "UPDATE register_requests SET status='approved', worker_id=?, decided_at=?"
+                " WHERE id=?",
+                (wid, now, rid),
+            )
         return wid
 
     def reject_request(self, rid: str, reason: str) -> None:
@@ -205,8 +223,9 @@ class Store:
         return [_worker(r) for r in rows]
 
     def delete_worker(self, wid: str) -> None:
-        self._db.execute("UPDATE workers SET deleted_at=? WHERE id=?", (now_iso(), wid))
-        self.revoke_tokens(wid)
+        with self._transaction():
+            self._db.execute("UPDATE workers SET deleted_at=? WHERE id=?", (now_iso(), wid))
+            self.revoke_tokens(wid)
 
     def touch_worker(self, wid: str, caps: dict[str, Any]) -> None:
         self._db.execute(
@@ -325,8 +344,9 @@ class Store:
     def requeue_interrupted(self) -> list[str]:
         """On start: jobs that were offered/running when the studio stopped go back."""
         held = [job.id for job in self.held_jobs()]
-        for jid in held:
-            self.set_job(jid, JobStatus.QUEUED, worker_id=None)
+        with self._transaction():
+            for jid in held:
+                self.set_job(jid, JobStatus.QUEUED, worker_id=None)
         return held
 
     # ---- worker logs --------------------------------------------------------------
@@ -335,16 +355,19 @@ class Store:
         rows = [(worker_id, e.ts, e.level, e.category, e.message, e.job_id) for e in entries]
         if not rows:
             return
-        self._db.executemany(
-            "INSERT INTO worker_logs (worker_id, ts, level, category, message, job_id)"
-            " VALUES (?,?,?,?,?,?)",
-            rows,
-        )
-        self._db.execute(
-            "DELETE FROM worker_logs WHERE worker_id=? AND id <= (SELECT id FROM worker_logs"
-            " WHERE worker_id=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (worker_id, worker_id, self._log_cap),
-        )
+        # One commit for the whole batch and its trim (row by row, a batch of a thousand
+        # lines was a thousand commits).
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO worker_logs (worker_id, ts, level, category, message, job_id)"
+                " VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+            self._db.execute(
+                "DELETE FROM worker_logs WHERE worker_id=? AND id <= (SELECT id FROM worker_logs"
+                " WHERE worker_id=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (worker_id, worker_id, self._log_cap),
+            )
 
     def worker_logs(self, worker_id: str, limit: int = 1000) -> list[LogEntry]:
         rows = self._db.execute(
