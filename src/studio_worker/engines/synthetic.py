@@ -149,6 +149,10 @@ def video_result(task: VideoTask) -> BinaryResult:
 
 class SyntheticEngine:
     name = "synthetic"
+    # Kinds answered in microseconds (a small JSON object): the dispatcher calls `run`
+    # for these on the event loop, where a thread hop would cost more than the work.
+    # Images, audio and video encode real bytes (milliseconds and up): off the loop.
+    inline_kinds = frozenset({TaskKind.LLM, TaskKind.AUDIO_STT})
 
     def models_per_kind(self) -> Mapping[TaskKind, list[str]]:
         return {kind: ["synthetic", f"synthetic-{kind.short}"] for kind in TaskKind}

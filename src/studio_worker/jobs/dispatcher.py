@@ -151,7 +151,7 @@ class Dispatcher:
                 started_at=_iso_now(),
             )
         )
-        log.info("job started", extra={"op": "job", "job_id": job_id})
+        log.debug("job started", extra={"op": "job", "job_id": job_id})
         outcome, error = "failed", None
         try:
             result = await self._execute(claim)
@@ -172,18 +172,25 @@ class Dispatcher:
             self._status.job_finished(job_id, outcome, _ms(started), error)
             if self._queue.empty():
                 self._idle.set()
-            log.info("job finished", extra={"op": "job", "job_id": job_id, "outcome": outcome})
+            # Debug: the breadcrumbs already tell each job's story at info, once.
+            log.debug("job finished", extra={"op": "job", "job_id": job_id, "outcome": outcome})
 
     async def _execute(self, claim: JobOfferClaim) -> JobResult:
         engine = self._engines.resolve(claim.model_source.engine, claim.model)
         model_paths = await self._model_files(claim)
 
-        def progress(fraction: float, note: str) -> None:  # called from the engine's thread
+        def progress(fraction: float, note: str) -> None:  # from the engine's thread, mostly
             self._status.job_progress(claim.job_id, fraction, note)
 
-        result: JobResult = await self._run_blocking(
-            engine.run, claim, model_paths, progress, self._cancel
-        )
+        result: JobResult
+        if claim.task.kind in getattr(engine, "inline_kinds", ()):
+            # The engine answers this kind in microseconds: a thread hop would cost more
+            # than the call, so it runs right here on the event loop.
+            result = engine.run(claim, model_paths, progress, self._cancel)
+        else:
+            result = await self._run_blocking(
+                engine.run, claim, model_paths, progress, self._cancel
+            )
         return result
 
     async def _model_files(self, claim: JobOfferClaim) -> dict[str, Path]:
