@@ -26,6 +26,7 @@ from studio_worker.config.store import ConfigStore
 from studio_worker.models_cli import models_group
 from studio_worker.protocol.registration import Credentials, RegistrationMachine, RegState
 from studio_worker.protocol.urls import BaseUrlError, normalise
+from studio_worker.services_cli import install_service_cmd, uninstall_service_cmd
 from studio_worker.studio.commands import studio_group
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,8 @@ def _fmt_bool(value: bool) -> str:
 
 cli.add_command(studio_group)
 cli.add_command(models_group)
+cli.add_command(install_service_cmd)
+cli.add_command(uninstall_service_cmd)
 
 
 def main() -> None:
