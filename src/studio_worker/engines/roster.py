@@ -32,6 +32,7 @@ ROSTER: tuple[RosterEntry, ...] = (
         "llama_cpp", "studio_worker.engines.llm", "LlamaEngine", lambda r: {"models_root": r}
     ),
     RosterEntry("faster_whisper", "studio_worker.engines.stt", "WhisperEngine"),
+    RosterEntry("stable_diffusion_cpp", "studio_worker.engines.image", "SdCppEngine"),
     RosterEntry("piper", "studio_worker.engines.tts", "PiperEngine"),
 )
 
