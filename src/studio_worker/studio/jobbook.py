@@ -21,7 +21,7 @@ class JobBook:
     def __init__(self, store: Store, *, max_attempts: int = 3) -> None:
         self._store = store
         self.max_attempts = max_attempts
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[JobRecord]]] = {}
 
     # ---- queries ------------------------------------------------------------------
 
@@ -131,16 +131,17 @@ class JobBook:
                 waiters = self._waiters.setdefault(job_id, [])
                 waiters.append(changed)
                 try:
-                    await changed
+                    woken = await changed
                 finally:
                     if self._waiters.get(job_id) is waiters:  # not signalled: stop listening
                         waiters.remove(changed)
                         if not waiters:
                             del self._waiters[job_id]
-                # Read it afresh: more changes may have landed before this task ran.
-                job = self._store.get_job(job_id)
+                # Done and failed are final; anything else, read afresh: more changes may
+                # have landed before this task ran.
+                job = woken if woken.terminal else self._store.get_job(job_id)
 
     def _signal(self, job: JobRecord) -> None:
         for waiter in self._waiters.pop(job.id, ()):
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(job)

@@ -1,11 +1,18 @@
 """SQLite persistence of the studio: register requests, workers, tokens, jobs, worker logs.
 
 One connection, used only from the event-loop thread; every write commits at once so a
-killed studio loses nothing it acknowledged.
+killed studio loses nothing it acknowledged: a job is in the database before its id is
+returned, and done or failed before the worker gets its `completeAck`/`failAck`.
 
-The jobs a worker holds (offered or running) are also kept in memory, written through:
-each change is committed first, then mirrored, so reading them (every job frame does)
-costs no SQL and no JSON decoding. Records handed out are shared: treat them as read-only.
+Jobs in memory (records handed out are shared: treat them as read-only):
+  * held jobs (offered to or running on a worker) live in memory only. Their row keeps
+    saying `queued` until the job is done, failed or requeued, and that write carries
+    everything (status, worker, attempts, result) in one commit. Nothing acknowledged
+    rides on these two states: after a stop or a crash the studio puts every offered or
+    running job back in the queue without spending an attempt (`requeue_interrupted`),
+    which is just what the row already says. Reads go through the store, which answers
+    held jobs from memory, so no reader sees the difference.
+  * recently queued jobs are cached (bounded), so offering one costs no SQL read.
 """
 
 from __future__ import annotations
@@ -75,6 +82,9 @@ class QueuedJob(NamedTuple):
 # `set_job` columns -> JobRecord fields, where the names differ.
 _FIELD_OF_COLUMN = {"result_json": "result"}
 
+# How many queued jobs the store keeps decoded in memory (the newest ones).
+FRESH_CAP = 1024
+
 
 class Store:
     def __init__(self, db_path: Path, *, log_cap: int = 10_000) -> None:
@@ -86,19 +96,23 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._log_cap = log_cap
-        # Held (offered/running) jobs by id, with their rowid: the write-through mirror.
+        # Held (offered/running) jobs by id, with their rowid: the authority for them.
         self._held: dict[str, tuple[int, JobRecord]] = {}
+        # Queued jobs, newest last, at most FRESH_CAP: a cache of their rows.
+        self._fresh: dict[str, tuple[int, JobRecord]] = {}
         self._load_held()
 
     def close(self) -> None:
         self._db.close()
 
     def _load_held(self) -> None:
+        """Held jobs as the database has them: only rows written by an older studio."""
         rows = self._db.execute(
             "SELECT rowid AS _rowid, * FROM jobs WHERE status IN ('offered','running')"
             " ORDER BY rowid"
         ).fetchall()
         self._held = {row["id"]: (int(row["_rowid"]), _job(row)) for row in rows}
+        self._fresh.clear()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -108,7 +122,6 @@ class Store:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
-            self._load_held()  # the mirror may have followed writes that are now undone
             raise
         self._db.execute("COMMIT")
 
@@ -248,7 +261,7 @@ class Store:
     ) -> str:
         jid = new_id("job_")
         now = now_iso()
-        self._db.execute(
+        cursor = self._db.execute(
             "INSERT INTO jobs (id, kind, model, task, model_source, vram_gb_estimate, game_id,"
             " asset_name, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -265,47 +278,94 @@ class Store:
                 now,
             ),
         )
+        assert cursor.lastrowid is not None
+        job = JobRecord(
+            id=jid,
+            kind=kind,
+            model=model,
+            task=task,
+            model_source=model_source,
+            vram_gb_estimate=vram_gb_estimate,
+            game_id=game_id,
+            asset_name=asset_name,
+            status=JobStatus.QUEUED,
+            attempts=0,
+            worker_id=None,
+            error=None,
+            result=None,
+            result_path=None,
+            ext=None,
+            mime=None,
+            size=None,
+            prompt=None,
+            created_at=now,
+            updated_at=now,
+            finished_at=None,
+        )
+        self._cache_queued(cursor.lastrowid, job)
         return jid
 
-    def get_job(self, jid: str) -> JobRecord | None:
-        held = self._held.get(jid)
-        if held is not None:
-            return held[1]
-        row = self._db.execute("SELECT * FROM jobs WHERE id=?", (jid,)).fetchone()
-        return _job(row) if row else None
+    def _cache_queued(self, rowid: int, job: JobRecord) -> None:
+        self._fresh[job.id] = (rowid, job)
+        if len(self._fresh) > FRESH_CAP:
+            del self._fresh[next(iter(self._fresh))]
 
-    def _get_with_rowid(self, jid: str) -> tuple[int, JobRecord] | None:
-        held = self._held.get(jid)
-        if held is not None:
-            return held
+    def get_job(self, jid: str) -> JobRecord | None:
+        found = self._find(jid)
+        return found[1] if found else None
+
+    def _find(self, jid: str) -> tuple[int, JobRecord] | None:
+        found = self._held.get(jid) or self._fresh.get(jid)
+        if found is not None:
+            return found
         row = self._db.execute("SELECT rowid AS _rowid, * FROM jobs WHERE id=?", (jid,)).fetchone()
         return (int(row["_rowid"]), _job(row)) if row else None
 
     def list_jobs(self, status: str | None = None, limit: int = 500) -> list[JobRecord]:
+        """Jobs, newest first (of one status, if given)."""
+        if status in HELD:
+            newest = sorted(self._held.values(), key=lambda pair: pair[0], reverse=True)
+            return [job for _, job in newest if job.status == status][:limit]
         sql = "SELECT * FROM jobs"
         args: tuple[str, ...] = ()
         if status:
             sql, args = sql + " WHERE status=?", (status,)
-        rows = self._db.execute(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit))
-        return [_job(r) for r in rows.fetchall()]
+        # Held jobs' rows still say `queued`: fetch enough to drop or replace them.
+        rows = self._db.execute(
+            sql + " ORDER BY rowid DESC LIMIT ?", (*args, self._past_held(limit))
+        ).fetchall()
+        out: list[JobRecord] = []
+        for row in rows:
+            held = self._held.get(row["id"])
+            if held is None:
+                out.append(_job(row))
+            elif not status:
+                out.append(held[1])
+        return out[:limit]
 
     def queued_jobs(self, after: int = 0, limit: int = -1) -> list[tuple[int, JobRecord]]:
         """Queued jobs in submission order as (rowid, job), from rowid `after` on."""
         rows = self._db.execute(
             "SELECT rowid AS _rowid, * FROM jobs WHERE status='queued' AND rowid>?"
             " ORDER BY rowid LIMIT ?",
-            (after, limit),
-        )
-        return [(int(r["_rowid"]), _job(r)) for r in rows.fetchall()]
+            (after, self._past_held(limit)),
+        ).fetchall()
+        out = [(int(r["_rowid"]), _job(r)) for r in rows if r["id"] not in self._held]
+        return out if limit < 0 else out[:limit]
 
     def queued_page(self, after: int = 0, limit: int = -1) -> list[QueuedJob]:
         """Like `queued_jobs`, only the columns matching needs (no JSON decoding)."""
         rows = self._db.execute(
             "SELECT rowid, id, kind, vram_gb_estimate FROM jobs WHERE status='queued'"
             " AND rowid>? ORDER BY rowid LIMIT ?",
-            (after, limit),
-        )
-        return [QueuedJob(*row) for row in rows.fetchall()]
+            (after, self._past_held(limit)),
+        ).fetchall()
+        out = [QueuedJob(*row) for row in rows if row[1] not in self._held]
+        return out if limit < 0 else out[:limit]
+
+    def _past_held(self, limit: int) -> int:
+        """A LIMIT that leaves `limit` rows once held jobs (rows: `queued`) are dropped."""
+        return limit if limit < 0 else limit + len(self._held)
 
     def held_jobs(self, worker_id: str | None = None) -> list[JobRecord]:
         """Offered and running jobs (of one worker, if given), in submission order."""
@@ -317,7 +377,7 @@ class Store:
 
         `result_json` is given as the JSON value itself; the store encodes it.
         """
-        found = self._get_with_rowid(jid)
+        found = self._find(jid)
         if found is None:
             raise KeyError(jid)
         rowid, job = found
@@ -327,18 +387,25 @@ class Store:
         changes: dict[str, Any] = {**fields, "status": status, "updated_at": now}
         if status in (JobStatus.DONE, JobStatus.FAILED):
             changes["finished_at"] = now
-        columns = {**changes, "status": status.value}
+        updated = dataclasses.replace(
+            job, **{_FIELD_OF_COLUMN.get(name, name): value for name, value in changes.items()}
+        )
+        if status in HELD:  # memory only: see the module docstring
+            self._fresh.pop(jid, None)
+            self._held[jid] = (rowid, updated)
+            return updated
+        # Leaving (or never reaching) a held state: the row gets all of it, the worker
+        # set while held included, in one commit.
+        columns = {**changes, "status": status.value, "worker_id": updated.worker_id}
         if "result_json" in columns:
             columns["result_json"] = json.dumps(columns["result_json"])
         cols = ", ".join(f"{name}=?" for name in columns)
         self._db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*columns.values(), jid))
-        updated = dataclasses.replace(
-            job, **{_FIELD_OF_COLUMN.get(name, name): value for name, value in changes.items()}
-        )
-        if status in HELD:
-            self._held[jid] = (rowid, updated)
+        self._held.pop(jid, None)
+        if status is JobStatus.QUEUED:
+            self._cache_queued(rowid, updated)
         else:
-            self._held.pop(jid, None)
+            self._fresh.pop(jid, None)
         return updated
 
     def requeue_interrupted(self) -> list[str]:
