@@ -86,13 +86,12 @@ class Dispatcher:
 
     def consider(self, claim: JobOfferClaim) -> Accept | Reject:
         """Decide an offer; on accept the gate is reserved for this job."""
-        self._crumbs(
-            "info",
-            "ws",
-            f"offer received {claim.job_id} game={claim.game_id} asset={claim.asset_name} "
-            f"model={claim.model} vram={claim.vram_gb_estimate:g}",
-            claim.job_id,
-        )
+        reply, note = self.answer(claim)
+        note()
+        return reply
+
+    def answer(self, claim: JobOfferClaim) -> tuple[Accept | Reject, Callable[[], None]]:
+        """`consider`, with its breadcrumbs handed back to leave once the reply is sent."""
         verdict = admit(
             paused=self._status.paused,
             only_when_idle=self._only_when_idle(),
@@ -101,10 +100,21 @@ class Dispatcher:
         )
         if isinstance(verdict, Admit):
             if self._gate.try_reserve(claim.job_id):
-                return Accept(job_id=claim.job_id)
+                return Accept(job_id=claim.job_id), lambda: self._note_offer(claim, None)
             verdict = BUSY  # another competitor took the gate since the check
-        self._crumbs("info", "ws", f"rejecting offer {claim.job_id}: {verdict.log}", claim.job_id)
-        return Reject(job_id=claim.job_id, reason=verdict.reason, code=verdict.code)
+        reply = Reject(job_id=claim.job_id, reason=verdict.reason, code=verdict.code)
+        return reply, lambda: self._note_offer(claim, verdict.log)
+
+    def _note_offer(self, claim: JobOfferClaim, refused: str | None) -> None:
+        self._crumbs(
+            "info",
+            "ws",
+            f"offer received {claim.job_id} game={claim.game_id} asset={claim.asset_name} "
+            f"model={claim.model} vram={claim.vram_gb_estimate:g}",
+            claim.job_id,
+        )
+        if refused is not None:
+            self._crumbs("info", "ws", f"rejecting offer {claim.job_id}: {refused}", claim.job_id)
 
     def abandon(self, claim: JobOfferClaim, error: str) -> None:
         """The `accept` could not be sent: free the gate, send nothing else."""
@@ -156,9 +166,8 @@ class Dispatcher:
         try:
             result = await self._execute(claim)
             self._gate.release(job_id)  # the GPU is free; the studio waits for delivery
-            elapsed = _ms(started)
-            self._crumbs("info", "ws", f"{claim.task.kind.value} dispatched in {elapsed}ms", job_id)
-            await self._deliver(claim, prompt, result)
+            dispatched = f"{claim.task.kind.value} dispatched in {_ms(started)}ms"
+            await self._deliver(claim, prompt, result, dispatched)
             outcome = "completed"
         except JobError as exc:
             error = exc.message
@@ -209,18 +218,27 @@ class Dispatcher:
         )
         return paths
 
-    async def _deliver(self, claim: JobOfferClaim, prompt: str, result: JobResult) -> None:
+    async def _deliver(
+        self, claim: JobOfferClaim, prompt: str, result: JobResult, dispatched: str
+    ) -> None:
+        """Deliver the result; `dispatched` is the breadcrumb that goes before delivery's."""
         kind, job_id = claim.task.kind, claim.job_id
         binary_expected = kind in BINARY_KINDS
+        if isinstance(result, JsonResult) and not binary_expected:
+            self._sink.put(CompleteJson(job_id=job_id, result=result.value, prompt=prompt))
+            # Let the session's outbox pump put the frame on the wire before the
+            # breadcrumbs and the bookkeeping: the studio is waiting for the result.
+            await asyncio.sleep(0)
+            self._crumbs("info", "ws", dispatched, job_id)
+            self._crumbs("info", "ws", "json result sent", job_id)
+            return
+        self._crumbs("info", "ws", dispatched, job_id)
         if isinstance(result, BinaryResult) and binary_expected:
             link = self._link()
             if link is None:
                 raise JobError("worker lost its studio credentials before the upload")
             await self._uploader.upload(link, job_id, prompt, result)
             self._crumbs("info", "ws", "binary upload ok", job_id)
-        elif isinstance(result, JsonResult) and not binary_expected:
-            self._sink.put(CompleteJson(job_id=job_id, result=result.value, prompt=prompt))
-            self._crumbs("info", "ws", "json result sent", job_id)
         else:
             raise JobError(
                 f"engine returned {type(result).__name__} for a {kind.value} task",

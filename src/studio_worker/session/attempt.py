@@ -132,16 +132,19 @@ class SessionAttempt:
         return True
 
     async def _offer(self, claim: JobOfferClaim) -> None:
-        reply = self._dispatcher.consider(claim)
+        # The reply leaves first; the offer's breadcrumbs are written right after it.
+        reply, note = self._dispatcher.answer(claim)
         try:
             await self._ws.send(encode(reply))
         except (ConnectionClosed, OSError) as exc:
+            note()
             if isinstance(reply, Accept):
                 self._dispatcher.abandon(claim, str(exc))
             else:
                 self._crumbs("warn", "ws", f"reject send failed for offer {claim.job_id}: {exc}")
             await self._apply(self._machine.send_failed(reply.type, str(exc)))
             return
+        note()
         if isinstance(reply, Accept):
             self._dispatcher.start(claim)
 

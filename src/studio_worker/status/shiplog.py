@@ -3,6 +3,9 @@
 Capacity 5000. When full, the oldest `len + 2 - 5000` entries are dropped and a warn entry
 `ship queue full (5000 entries); dropped <n> oldest` (category `logs`) is added. A batch
 whose send failed goes back in front of newer entries, the whole capped again.
+
+A push only stores the fields and the moment: the wire timestamp and the `LogEntry`
+model are made when the batch is drained, once a second, not on a job's hot path.
 """
 
 from __future__ import annotations
@@ -25,13 +28,26 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# (moment, level, category, message, job_id): an entry not yet made into a LogEntry.
+_Raw = tuple[datetime, LogLevel, str, str, str | None]
+
+
+def _entry(item: LogEntry | _Raw) -> LogEntry:
+    if isinstance(item, LogEntry):
+        return item
+    moment, level, category, message, job_id = item
+    return LogEntry(
+        ts=rfc3339_millis(moment), level=level, category=category, message=message, job_id=job_id
+    )
+
+
 class ShipQueue:
     def __init__(self, cap: int = LOG_SHIP_QUEUE_CAP, clock: Callable[[], datetime] = _now) -> None:
         if cap < 3:
             raise ValueError("ship queue capacity must be at least 3")
         self._cap = cap
         self._clock = clock
-        self._items: deque[LogEntry] = deque()
+        self._items: deque[LogEntry | _Raw] = deque()
         self._lock = threading.Lock()  # engines and the tray push from other threads
 
     def __len__(self) -> int:
@@ -39,13 +55,7 @@ class ShipQueue:
             return len(self._items)
 
     def push(self, level: LogLevel, category: str, message: str, job_id: str | None = None) -> None:
-        entry = LogEntry(
-            ts=rfc3339_millis(self._clock()),
-            level=level,
-            category=category,
-            message=message,
-            job_id=job_id,
-        )
+        entry: _Raw = (self._clock(), level, category, message, job_id)
         with self._lock:
             if len(self._items) >= self._cap:
                 self._drop_oldest(len(self._items) + 2 - self._cap)
@@ -55,7 +65,7 @@ class ShipQueue:
         with self._lock:
             items = list(self._items)
             self._items.clear()
-            return items
+        return [_entry(item) for item in items]
 
     def requeue_front(self, batch: Sequence[LogEntry]) -> None:
         """Put a batch whose send failed back in front of what came since."""
@@ -68,14 +78,8 @@ class ShipQueue:
     def _drop_oldest(self, count: int) -> None:
         for _ in range(min(count, len(self._items))):
             self._items.popleft()
-        self._items.append(
-            LogEntry(
-                ts=rfc3339_millis(self._clock()),
-                level="warn",
-                category="logs",
-                message=f"ship queue full ({self._cap} entries); dropped {count} oldest",
-            )
-        )
+        message = f"ship queue full ({self._cap} entries); dropped {count} oldest"
+        self._items.append((self._clock(), "warn", "logs", message, None))
 
 
 class Breadcrumbs:
