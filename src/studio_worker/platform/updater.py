@@ -582,6 +582,20 @@ def _describe_tuf_error(exc: BaseException) -> tuple[Outcome, str]:
     return "failed", f"{type(exc).__name__}: {exc}"
 
 
+def _describe_download_error(exc: BaseException, what: str) -> tuple[Outcome, str]:
+    from tuf.api import exceptions as tuf_errors
+
+    if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
+        return (
+            "refused",
+            f"{what} does not match its signed hash or length ({exc}):"
+            " tampered or corrupted download",
+        )
+    if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
+        return "refused", f"{what} is longer than its signed length ({exc})"
+    return _describe_tuf_error(exc)
+
+
 def resolve_feed(feed: str) -> str:
     """The update repository URL; the reference worker's GitHub releases API (kept in old
     config files) means our own default repository."""
@@ -834,14 +848,14 @@ class Updater:
             metadata_base_url=feed + "metadata/",
         ).refresh()
 
-    def _check(self) -> _Check:
+    def _check(self, *, full: bool = False) -> _Check:
         current = self.current_version
         try:
             self._refresh_metadata()
             client = self._client()
             with _tufup_log() as captured:
                 pre = "a" if self._settings().auto_update_prerelease else None
-                meta = client.check_for_updates(pre=pre)
+                meta = client.check_for_updates(pre=pre, patch=not full)
         except Exception as exc:
             outcome, detail = _describe_tuf_error(exc)
             return _Check(self._refusal(outcome, current, None, detail))
@@ -851,14 +865,16 @@ class Updater:
                 detail = "; ".join(problems)
                 return _Check(self._refusal("refused", current, None, detail))
             return _Check(Result("up-to-date", current))
-        latest = str(meta.version)
+        # The version as published (`1.1.0-rc.1`), not normalised: it names directories.
+        latest = str(meta.parse_filename(meta.filename).get("version") or meta.version)
         bad = load_state(self.layout.state_path).bad_reasons if self.layout else {}
         if latest in bad:
             detail = f"update {latest} skipped: it was rolled back on this worker ({bad[latest]})"
             self._say_once(f"bad-{latest}", "warn", detail)
             return _Check(Result("skipped", current, latest, detail))
-        self._say("info", f"update available {current} -> {latest}; downloading")
-        self._complete_patch_chain(client, meta)
+        if not full:
+            self._say("info", f"update available {current} -> {latest}; downloading")
+            self._complete_patch_chain(client, meta)
         return _Check(Result("available", current, latest), client, meta)
 
     def _refusal(self, outcome: Outcome, current: str, latest: str | None, detail: str) -> Result:
@@ -906,30 +922,18 @@ class Updater:
         return hook
 
     def _apply(self, check: _Check) -> Result:
-        from tufup.client import SUFFIX_FAILED  # type: ignore[import-untyped, unused-ignore]
+        """Download (patches or archive), verify, stage, then install under the gate.
 
+        A patch that is refused or does not rebuild the signed archive is set aside and the
+        full archive is fetched in the same cycle; a refused archive ends the cycle.
+        """
         assert self.layout is not None and check.result.latest is not None
         current, latest = check.result.current, check.result.latest
-        for attempt in (1, 2):
-            client = check.client
-            patched = any(m.is_patch for m in client.new_targets)
-            self._clean_staging()
-            client.extract_dir = self.layout.staging_dir(latest)
-            installed: list[str] = []
-
-            def install(
-                src_dir: Path, dst_dir: Path, done: list[str] = installed, **_: Any
-            ) -> None:
-                self._install(latest, Path(src_dir))
-                done.append(latest)
-
+        while True:
+            patched = any(m.is_patch for m in check.client.new_targets)
+            what = "patch" if patched else "archive"
             try:
-                with _tufup_log() as captured:
-                    client.download_and_apply_update(
-                        skip_confirmation=True,
-                        install=install,
-                        progress_hook=self._progress_hook(latest),
-                    )
+                applied, errors = self._download_and_install(check.client, latest)
             except _Stopped:
                 self._clean_staging()
                 return Result("cancelled", current, latest, "stopping before the install")
@@ -939,32 +943,51 @@ class Updater:
             except Exception as exc:
                 self._release_gate()
                 self._clean_staging()
-                outcome, detail = _describe_tuf_error(exc)
-                if outcome == "refused":
-                    detail = f"archive {detail.removeprefix('metadata ')}"
-                    if "hash" in detail:
-                        detail += " (tampered or corrupted download)"
+                outcome, detail = _describe_download_error(exc, what)
+                if outcome == "refused" and patched:
+                    check = self._full_archive(latest, f"{what} refused: {detail}")
+                    if check.result.outcome != "available":
+                        return check.result
+                    continue
                 return self._refusal(outcome, current, latest, detail)
-            if installed:
+            if applied:
                 self._say("info", f"update {latest} installed; restarting into it")
                 return Result("installed", current, latest)
             self._clean_staging()
-            errors = "; ".join(captured.messages(logging.ERROR)) or "the update was not applied"
-            failed = sorted(p.name for p in self.layout.targets_dir.glob(f"*{SUFFIX_FAILED}"))
-            if patched and attempt == 1:
-                self._say(
-                    "warn",
-                    f"patch for {latest} failed verification ({errors}); downloading the"
-                    " full archive",
-                )
-                retry = self._check()  # tufup skips the patches marked .failed now
-                if retry.result.outcome != "available" or retry.result.latest != latest:
-                    return retry.result
-                check = retry
-                continue
-            detail = f"{errors} (set aside: {', '.join(failed) or 'nothing'})"
-            return self._refusal("refused", current, latest, detail)
-        raise AssertionError("unreachable")
+            detail = f"{what} failed verification ({errors or 'the update was not applied'})"
+            if not patched:
+                return self._refusal("refused", current, latest, detail)
+            check = self._full_archive(latest, detail)
+            if check.result.outcome != "available":
+                return check.result
+
+    def _download_and_install(self, client: Any, version: str) -> tuple[bool, str]:
+        """tufup's download, verification, patching and extraction into the staging
+        directory; our install (`_install`) instead of its default, which cannot do Linux
+        and is not atomic. Returns whether it installed and tufup's logged errors."""
+        assert self.layout is not None
+        self._clean_staging()
+        client.extract_dir = self.layout.staging_dir(version)
+        installed: list[str] = []
+
+        def install(src_dir: Path, dst_dir: Path, **_: Any) -> None:
+            self._install(version, Path(src_dir))
+            installed.append(version)
+
+        with _tufup_log() as captured:
+            client.download_and_apply_update(
+                skip_confirmation=True,
+                install=install,
+                progress_hook=self._progress_hook(version),
+            )
+        return bool(installed), "; ".join(captured.messages(logging.ERROR))
+
+    def _full_archive(self, version: str, why: str) -> _Check:
+        self._say("warn", f"update {version}: {why}; downloading the full archive instead")
+        check = self._check(full=True)
+        if check.result.outcome == "available" and check.result.latest != version:
+            return _Check(Result("failed", self.current_version, version, "repository changed"))
+        return check
 
     def _clean_staging(self) -> None:
         assert self.layout is not None
