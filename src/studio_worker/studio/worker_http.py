@@ -26,6 +26,10 @@ from studio_worker.studio.ws import bearer
 log = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 1024 * 1024 * 1024
+# A result up to this size is held in memory until the upload is complete and checked,
+# then written and moved into place in one step off the event loop; a larger one is
+# streamed to a spool file as it arrives.
+IN_MEMORY_RESULT_BYTES = 1024 * 1024
 _EXT = re.compile(r"^[A-Za-z0-9]{1,10}$")
 
 
@@ -124,12 +128,12 @@ class WorkerRoutes:
             return web.json_response({"error": "job not claimed by this worker"}, status=409)
         spool = self._results / f"{job_id}.{secrets.token_hex(4)}.upload"
         try:
-            prompt, ext, mime, size = await _read_parts(request, spool)
+            prompt, ext, mime, size, held = await _read_parts(request, spool)
         except ValueError as exc:
             await asyncio.to_thread(spool.unlink, missing_ok=True)
             return web.json_response({"error": str(exc)}, status=400)
         path = self._results / f"{job_id}.{ext}"
-        await asyncio.to_thread(spool.replace, path)
+        await asyncio.to_thread(_settle, held, spool, path)
         if self._jobs.holds(worker_id, job_id) is None:  # lost it while uploading
             return web.json_response({"error": "job not claimed by this worker"}, status=409)
         self._jobs.complete_file(job_id, path=path, ext=ext, mime=mime, size=size, prompt=prompt)
@@ -138,19 +142,24 @@ class WorkerRoutes:
         return web.json_response({"ok": True})
 
 
-async def _read_parts(request: web.Request, spool: Path) -> tuple[str, str, str, int]:
-    """Read the `prompt`, `ext` and `image` parts (§2.3); the bytes go to `spool`."""
+async def _read_parts(request: web.Request, spool: Path) -> tuple[str, str, str, int, bytes | None]:
+    """Read the `prompt`, `ext` and `image` parts (§2.3).
+
+    The image's bytes come back when small (`IN_MEMORY_RESULT_BYTES`), else they are
+    in `spool` and None comes back.
+    """
     if not request.content_type.startswith("multipart/"):
         raise ValueError("expected multipart/form-data")
     reader = await request.multipart()
     fields: dict[str, str] = {}
     size: int | None = None
+    held: bytes | None = None
     mime = ""
     async for part in reader:
         if not isinstance(part, BodyPartReader):
             continue
         if part.name == "image":
-            size = await _spool(part, spool)
+            size, held = await _spool(part, spool)
             mime = part.headers.get("Content-Type", "")
         elif part.name in ("prompt", "ext"):
             fields[part.name] = await part.text()
@@ -161,14 +170,27 @@ async def _read_parts(request: web.Request, spool: Path) -> tuple[str, str, str,
         raise ValueError("part `ext` missing or not a plain extension")
     if size is None:
         raise ValueError("part `image` missing")
-    return fields.get("prompt", ""), ext, mime or mime_for_ext(ext), size
+    return fields.get("prompt", ""), ext, mime or mime_for_ext(ext), size, held
 
 
-async def _spool(part: BodyPartReader, spool: Path) -> int:
-    """Stream a file part to disk in 1 MiB chunks, refusing more than MAX_RESULT_BYTES."""
-    fh = await asyncio.to_thread(spool.open, "wb")
+async def _spool(part: BodyPartReader, spool: Path) -> tuple[int, bytes | None]:
+    """Read a file part: (size, bytes) when small, else (size, None) with it in `spool`.
+
+    A large part is streamed to disk in 1 MiB chunks; more than MAX_RESULT_BYTES is
+    refused.
+    """
+    chunks: list[bytes] = []
     size = 0
+    while chunk := await part.read_chunk(1 << 20):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > IN_MEMORY_RESULT_BYTES:
+            break
+    else:
+        return size, b"".join(chunks)
+    fh = await asyncio.to_thread(spool.open, "wb")
     try:
+        await asyncio.to_thread(fh.writelines, chunks)
         while chunk := await part.read_chunk(1 << 20):
             size += len(chunk)
             if size > MAX_RESULT_BYTES:
@@ -176,7 +198,14 @@ async def _spool(part: BodyPartReader, spool: Path) -> int:
             await asyncio.to_thread(fh.write, chunk)
     finally:
         await asyncio.to_thread(fh.close)
-    return size
+    return size, None
+
+
+def _settle(held: bytes | None, spool: Path, path: Path) -> None:
+    """Put the result at `path`, whole or not at all: written to `spool`, then renamed."""
+    if held is not None:
+        spool.write_bytes(held)
+    spool.replace(path)
 
 
 def _first_error(exc: ValidationError) -> str:
