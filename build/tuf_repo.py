@@ -38,6 +38,7 @@ import re
 import shutil
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -312,8 +313,34 @@ def _add(
     return Added(app, version, dst, dst.stat().st_size, added_patch, patch_size)
 
 
+@contextlib.contextmanager
+def _all_or_nothing(workdir: Path) -> Iterator[None]:
+    """Metadata, tufup's settings and the targets directory as they were, unless the block
+    ends cleanly: a failed signing never leaves a half-published repository."""
+    meta = workdir / REPO_DIR / "metadata"
+    targets = workdir / REPO_DIR / "targets"
+    config = workdir / ".tufup-repo-config"
+    before = set(targets.iterdir()) if targets.is_dir() else set()
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp)
+        shutil.copytree(meta, saved / "metadata")
+        if config.exists():
+            shutil.copy2(config, saved / "config")
+        try:
+            yield
+        except BaseException:
+            shutil.rmtree(meta)
+            shutil.copytree(saved / "metadata", meta)
+            if (saved / "config").exists():
+                shutil.copy2(saved / "config", config)
+            for path in set(targets.iterdir()) - before:
+                path.unlink()
+            raise
+
+
 def _publish(repo: Any, workdir: Path, key_dirs: Sequence[Path]) -> None:
-    """Sign every changed role with the keys found in the keystore and `key_dirs`."""
+    """Sign every changed role with the keys found in the keystore and `key_dirs`, then
+    check the result as a client would (call inside `_all_or_nothing`)."""
     with _in(workdir):
         try:
             repo.publish_changes(private_key_dirs=_private_dirs(workdir, key_dirs))
@@ -321,6 +348,58 @@ def _publish(repo: Any, workdir: Path, key_dirs: Sequence[Path]) -> None:
             if "No private keys found" in str(exc):
                 raise RepoError(f"{exc} (pass the directory holding it)") from None
             raise
+    verify(workdir)
+
+
+def verify(workdir: Path) -> None:
+    """What a client will check: the root chain (each version signed by the threshold of
+    the previous one and of itself), every role signed by its threshold, versions that
+    name each other, and every target file present with its signed length.
+
+    tufup signs a changed root with whatever keys it finds, including a key just revoked
+    from another role, and does not count them against root's threshold: this is where
+    such a root is caught before it is published.
+    """
+    from tuf.api.exceptions import UnsignedMetadataError
+    from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
+
+    meta_dir = Path(workdir) / REPO_DIR / "metadata"
+    numbered = sorted((int(p.name.split(".", 1)[0]), p) for p in meta_dir.glob("*.root.json"))
+
+    def check(delegator: Root, role: str, md: Metadata[Any]) -> None:
+        delegator.verify_delegate(role, md.signed_bytes, md.signatures)
+
+    try:
+        trusted = Metadata[Root].from_file(str(numbered[0][1]))
+        check(trusted.signed, Root.type, trusted)
+        for _, path in numbered[1:]:
+            nxt = Metadata[Root].from_file(str(path))
+            check(trusted.signed, Root.type, nxt)
+            check(nxt.signed, Root.type, nxt)
+            trusted = nxt
+        root = trusted.signed
+        latest = Metadata[Root].from_file(str(meta_dir / "root.json"))
+        if latest.signed.version != root.version:
+            raise RepoError(f"root.json is version {latest.signed.version}, not {root.version}")
+        targets = Metadata[Targets].from_file(str(meta_dir / "targets.json"))
+        snapshot = Metadata[Snapshot].from_file(str(meta_dir / "snapshot.json"))
+        timestamp = Metadata[Timestamp].from_file(str(meta_dir / "timestamp.json"))
+        check(root, Targets.type, targets)
+        check(root, Snapshot.type, snapshot)
+        check(root, Timestamp.type, timestamp)
+    except UnsignedMetadataError as exc:
+        raise RepoError(
+            f"refusing to publish: {exc} (is every key of that role at hand?)"
+        ) from None
+    if snapshot.signed.meta["targets.json"].version != targets.signed.version:
+        raise RepoError("snapshot does not name the current targets version")
+    if timestamp.signed.snapshot_meta.version != snapshot.signed.version:
+        raise RepoError("timestamp does not name the current snapshot version")
+    targets_dir = Path(workdir) / REPO_DIR / "targets"
+    for name, info in targets.signed.targets.items():
+        path = targets_dir / name
+        if not path.is_file() or path.stat().st_size != info.length:
+            raise RepoError(f"target {name} is missing or not its signed length")
 
 
 def add_releases(
@@ -330,8 +409,9 @@ def add_releases(
     its target when that is smaller, then sign with the online keys (and `key_dirs`)."""
     workdir = Path(workdir).resolve()
     repo = _load(workdir)
-    added = [_add(repo, workdir, archive, **kwargs) for archive in archives]
-    _publish(repo, workdir, key_dirs)
+    with _all_or_nothing(workdir):
+        added = [_add(repo, workdir, archive, **kwargs) for archive in archives]
+        _publish(repo, workdir, key_dirs)
     return added
 
 
@@ -390,9 +470,11 @@ def refresh(
         half = timedelta(days=float(repo.expiration_days[role]) / 2)
         if role in force or current[role] - now < half:
             repo.refresh_expiration_date(role, days=lifetimes[role])
+            _bump(repo, role)
             renewed.append(role)
     if renewed:
-        _publish(repo, workdir, key_dirs)
+        with _all_or_nothing(workdir):
+            _publish(repo, workdir, key_dirs)
     return renewed
 
 
@@ -400,8 +482,31 @@ def resign_root(workdir: Path, root_key_dirs: Sequence[Path]) -> None:
     """A new root version with a fresh expiry (the yearly offline ceremony)."""
     workdir = Path(workdir).resolve()
     repo = _load(workdir)
+    _require_root_keys(repo, root_key_dirs)
     repo.refresh_expiration_date("root")
-    _publish(repo, workdir, root_key_dirs)
+    _bump(repo, "root")
+    with _all_or_nothing(workdir):
+        _publish(repo, workdir, root_key_dirs)
+
+
+def _bump(repo: Any, role: str) -> None:
+    """A new version even when the new expiry equals the old one to the second (tufup only
+    re-signs what changed)."""
+    getattr(repo.roles, role).signed.version += 1
+
+
+def _require_root_keys(repo: Any, root_key_dirs: Sequence[Path]) -> None:
+    from tufup.repo import Keys
+
+    dirs = [Path(d) for d in root_key_dirs if Path(d).is_dir()]
+    found = [name for name in repo.key_map["root"] if dirs and Keys.find_private_key(name, dirs)]
+    threshold = repo.roles.root.signed.roles["root"].threshold
+    if len(found) < threshold:
+        raise RepoError(
+            f"root needs {threshold} of its keys ({', '.join(repo.key_map['root'])}); found"
+            f" {len(found)} in {', '.join(map(str, root_key_dirs)) or 'no directory'}: pass"
+            " the offline root key directory"
+        )
 
 
 def rotate_key(
@@ -420,29 +525,38 @@ def rotate_key(
         raise RepoError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
     workdir = Path(workdir).resolve()
     repo = _load(workdir)
+    _require_root_keys(repo, root_key_dirs)
     old = repo.key_map[role][0]
     taken = {p.stem for p in (workdir / KEYS_DIR).glob("*.pub")}
     n = 2
     while f"{role}-{n}" in taken:
         n += 1
     new_name = f"{role}-{n}"
-    if role == "root":
-        if not root_key_dirs and new_key_dir is None:
-            raise RepoError("rotating root needs the offline root key directory")
-        key_home = Path(new_key_dir or root_key_dirs[0]).resolve()
-    else:
-        key_home = workdir / KEYS_DIR
+    key_home = (
+        Path(new_key_dir or root_key_dirs[0]).resolve() if role == "root" else workdir / KEYS_DIR
+    )
     key_home.mkdir(parents=True, exist_ok=True)
-    public = Keys.create_key_pair(private_key_path=key_home / new_name, encrypted=False)
-    if key_home != workdir / KEYS_DIR:
-        shutil.copy2(public, workdir / KEYS_DIR / public.name)
-    with _in(workdir):
-        repo.replace_key(
-            old_key_name=old,
-            new_public_key_path=workdir / KEYS_DIR / public.name,
-            new_private_key_encrypted=False,
-        )
-    _publish(repo, workdir, [*root_key_dirs, key_home])
+    created = [
+        key_home / new_name,
+        key_home / f"{new_name}.pub",
+        workdir / KEYS_DIR / f"{new_name}.pub",
+    ]
+    try:
+        with _all_or_nothing(workdir):
+            public = Keys.create_key_pair(private_key_path=key_home / new_name, encrypted=False)
+            if key_home != workdir / KEYS_DIR:
+                shutil.copy2(public, workdir / KEYS_DIR / public.name)
+            with _in(workdir):
+                repo.replace_key(
+                    old_key_name=old,
+                    new_public_key_path=workdir / KEYS_DIR / public.name,
+                    new_private_key_encrypted=False,
+                )
+            _publish(repo, workdir, [*root_key_dirs, key_home])
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     return new_name
 
 
