@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from studio_worker.domain.logs import rfc3339_millis
 from studio_worker.studio import store as store_module
-from studio_worker.studio.records import JobStatus
+from studio_worker.studio.records import JobStatus, utc_millis
 from studio_worker.studio.store import Store
 
 
@@ -128,3 +130,15 @@ def test_the_queued_cache_is_bounded_and_falls_back_to_the_database(
     store.set_job(ids[0], JobStatus.OFFERED, worker_id="w_a")  # read from the database
     assert [j.id for j in store.held_jobs()] == [ids[0]]
     store.close()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 5, 6, 7, 8, 9, 1_500, tzinfo=UTC),
+    ],
+)
+def test_timestamps_keep_the_wire_format(moment: datetime) -> None:
+    assert utc_millis(moment) == rfc3339_millis(moment)

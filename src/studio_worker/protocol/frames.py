@@ -65,9 +65,12 @@ class CompleteJson(WireModel):
     prompt: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        # `result` is any JSON value, null and nested nulls included: never pruned.
-        wire = super().to_wire()
-        wire["result"] = self.result
+        # `result` is any JSON value, null and nested nulls included: never pruned. The
+        # other fields are plain strings, so the dict is written out directly (this is
+        # every JSON job's result frame; a generic model dump costs more than the rest).
+        wire: dict[str, Any] = {"type": self.type, "jobId": self.job_id, "result": self.result}
+        if self.prompt is not None:
+            wire["prompt"] = self.prompt
         return wire
 
 

@@ -15,7 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 from studio_worker.domain.capabilities import WorkerCapabilities
-from studio_worker.domain.logs import rfc3339_millis
 from studio_worker.domain.tasks import JobOfferClaim, ModelSource
 
 
@@ -49,7 +48,13 @@ TERMINAL = (JobStatus.DONE, JobStatus.FAILED)
 
 
 def now_iso() -> str:
-    return rfc3339_millis(datetime.now(UTC))
+    return utc_millis(datetime.now(UTC))
+
+
+def utc_millis(moment: datetime) -> str:
+    """`rfc3339_millis` for a UTC datetime, without strftime (the studio stamps several
+    per job)."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_id(prefix: str, nbytes: int = 8) -> str:
