@@ -9,11 +9,12 @@
     & ([scriptblock]::Create((irm https://github.com/minis-gg/studio-worker/releases/latest/download/studio-worker-installer.ps1))) -Version 0.6.0 -Service
 
     Downloads the release archive for this machine (and variant), checks it against the
-    release's .sha256, unpacks it to %LOCALAPPDATA%\studio-worker\<version>\ and points the
-    junction %LOCALAPPDATA%\studio-worker\current at it; that folder is on the user PATH.
-    Rerunning upgrades in place: the new version is unpacked beside the old one, the
-    junction is switched, and every older version except the previous one is removed.
-    See docs/install.md.
+    release's .sha256 and unpacks it to %LOCALAPPDATA%\studio-worker\<version>\. The file
+    current.txt in that folder names the version to run (rewritten in one step; the
+    self-updater switches it the same way) and bin\studio-worker.cmd, on the user PATH,
+    runs that version. Rerunning upgrades in place: the new version is unpacked beside the
+    old one, current.txt is switched, and every older version except the previous one is
+    removed. See docs/install.md.
 
     Environment (the same names as install.sh):
       STUDIO_WORKER_VERSION          same as -Version
@@ -74,8 +75,9 @@ param(
     $DownloadBase = (Get-Setting 'STUDIO_WORKER_DOWNLOAD_BASE' $DefaultDownloadBase).TrimEnd('/')
     $LocalAppData = Get-Setting 'LOCALAPPDATA' (Join-Path $HOME 'AppData\Local')
     $Root = Get-Setting 'STUDIO_WORKER_INSTALL_DIR' (Join-Path $LocalAppData 'studio-worker')
-    $Current = Join-Path $Root 'current'
-    $StateFile = Join-Path $Root 'current-version.txt'
+    $Pointer = Join-Path $Root 'current.txt'
+    $BinDir = Join-Path $Root 'bin'
+    $Shim = Join-Path $BinDir 'studio-worker.cmd'
     # shared by the functions below (a hashtable, so nothing leaks into the caller's session)
     $state = @{ Work = $null; Version = $null; CreatedRoot = $false }
 
@@ -223,13 +225,35 @@ param(
         Say "removed $Dir from your PATH"
     }
 
-    function Remove-Junction([string]$Path) {
-        # RemoveDirectory on a junction removes the junction itself, never its target
-        try {
-            [IO.Directory]::Delete($Path, $false)
-        } catch [IO.DirectoryNotFoundException] {
-        } catch [IO.FileNotFoundException] {
+    function Get-CurrentVersion {
+        if (-not (Test-Path -LiteralPath $Pointer)) { return $null }
+        $text = ([IO.File]::ReadAllText($Pointer)).Trim()
+        if ($text -eq '') { return $null }
+        return $text
+    }
+
+    function Set-CurrentVersion([string]$Name) {
+        # one step: ReplaceFile over the old pointer (the updater writes it the same way)
+        $tmp = Join-Path $Root ('.current.txt.' + [IO.Path]::GetRandomFileName())
+        [IO.File]::WriteAllText($tmp, "$Name`n")
+        if (Test-Path -LiteralPath $Pointer) {
+            [IO.File]::Replace($tmp, $Pointer, $null)
+        } else {
+            [IO.File]::Move($tmp, $Pointer)
         }
+    }
+
+    function Write-Shim {
+        # `studio-worker` on PATH: runs <root>\<version in current.txt>\studio-worker.exe
+        New-Item -ItemType Directory -Force -Path $BinDir | Out-Null
+        $lines = @(
+            '@echo off',
+            'setlocal',
+            'for /f "usebackq delims=" %%v in ("%~dp0..\current.txt") do set "STUDIO_WORKER_RUNS=%%v"',
+            '"%~dp0..\%STUDIO_WORKER_RUNS%\studio-worker.exe" %*',
+            'exit /b %ERRORLEVEL%'
+        )
+        [IO.File]::WriteAllText($Shim, (($lines -join "`r`n") + "`r`n"))
     }
 
     function Test-TaskInstalled {
@@ -279,8 +303,7 @@ param(
         New-Item -ItemType Directory -Path $state.Work | Out-Null
         $v = Resolve-Version $Version
         $state.Version = $v
-        $previous = $null
-        if (Test-Path -LiteralPath $StateFile) { $previous = ([IO.File]::ReadAllText($StateFile)).Trim() }
+        $previous = Get-CurrentVersion
 
         $assetBase = "studio-worker-$v-$triple"
         if ($variant -eq 'cuda') { $assetBase = "$assetBase-cuda" }
@@ -331,16 +354,15 @@ param(
             Move-Item -LiteralPath $folder -Destination $dest
         }
 
-        Remove-Junction $Current
-        New-Item -ItemType Junction -Path $Current -Target $dest | Out-Null
-        [IO.File]::WriteAllText($StateFile, $v)
+        Set-CurrentVersion $v
+        Write-Shim
         $state.CreatedRoot = $false
 
         # keep the new version and the one it replaces; a reinstall prunes nothing
         if ($previous -ne $v) {
             foreach ($dir in @(Get-ChildItem -LiteralPath $Root -Directory)) {
                 $name = $dir.Name
-                if ($name -eq 'current' -or $name -eq $v -or $name -eq $previous) { continue }
+                if ($name -eq $v -or $name -eq $previous) { continue }
                 if ($name.StartsWith('.')) {
                     if ($name.StartsWith('.replaced.')) { Remove-Item -LiteralPath $dir.FullName -Recurse -Force -ErrorAction SilentlyContinue }
                     continue
@@ -354,20 +376,19 @@ param(
             }
         }
 
-        $linkedExe = Join-Path $Current $ExeName
         if ($previous -and $previous -ne $v) {
             Say "upgraded studio-worker $previous -> $v ($variant); $previous is kept in $(Join-Path $Root $previous)"
         } else {
-            Say "installed studio-worker $v ($variant): $linkedExe"
+            Say "installed studio-worker $v ($variant) in $dest; $Shim runs it"
         }
         if ($Update) { return }
 
         if ($NoModifyPath) {
-            Say "note: $Current is not added to your PATH (-NoModifyPath)"
+            Say "note: $BinDir is not added to your PATH (-NoModifyPath)"
         } else {
-            Add-ToUserPath $Current
+            Add-ToUserPath $BinDir
         }
-        $serviceNow = Invoke-ServiceStep $linkedExe
+        $serviceNow = Invoke-ServiceStep $destExe
         Say ''
         Say 'next steps:'
         if ($serviceNow) {
@@ -383,23 +404,24 @@ param(
     function Uninstall-StudioWorker {
         if (-not (Test-Path -LiteralPath $Root)) {
             Say "studio-worker is not installed here (no $Root)"
-            Remove-FromUserPath $Current
+            Remove-FromUserPath $BinDir
             return
         }
-        $exe = Join-Path $Current $ExeName
-        if ($ServiceMode -ne 'no' -and (Test-Path -LiteralPath $exe)) {
+        $running = Get-CurrentVersion
+        $exe = $null
+        if ($running) { $exe = Join-Path (Join-Path $Root $running) $ExeName }
+        if ($ServiceMode -ne 'no' -and $exe -and (Test-Path -LiteralPath $exe)) {
             & $exe uninstall-service
             if ($LASTEXITCODE -ne 0) {
                 Warn "could not remove the service; run 'studio-worker uninstall-service' before reinstalling"
             }
         }
-        Remove-Junction $Current
         try {
             Remove-Item -LiteralPath $Root -Recurse -Force
         } catch {
             Fail "could not remove $Root (is studio-worker still running? close it and run this again): $($_.Exception.Message)"
         }
-        Remove-FromUserPath $Current
+        Remove-FromUserPath $BinDir
         Say "removed studio-worker ($Root)"
         $appData = Get-Setting 'APPDATA' (Join-Path $HOME 'AppData\Roaming')
         Say "kept: your configuration and registration ($(Join-Path $appData 'minis\minis-studio-worker')) and"

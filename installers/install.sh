@@ -6,10 +6,12 @@
 #   sh install.sh --uninstall
 #
 # Downloads the release archive for this OS and CPU (and variant), checks it against the
-# release's .sha256, unpacks it to ~/.local/share/studio-worker/<version>/ and points the
-# link ~/.local/bin/studio-worker at it (one atomic rename). Rerunning upgrades in place:
-# the new version is unpacked beside the old one, the link is switched, and every older
-# version except the previous one is removed. See docs/install.md.
+# release's .sha256 and unpacks it to ~/.local/share/studio-worker/<version>/. The link
+# <that folder>/current -> <version> is switched in one atomic rename (the self-updater
+# switches the same link), and ~/.local/bin/studio-worker points at
+# current/studio-worker. Rerunning upgrades in place: the new version is unpacked beside
+# the old one, `current` is switched, and every older version except the previous one is
+# removed. See docs/install.md.
 
 set -eu
 
@@ -121,6 +123,7 @@ esac
 INSTALL_DIR=${STUDIO_WORKER_INSTALL_DIR:-$DATA_HOME/studio-worker}
 BIN_DIR=${STUDIO_WORKER_BIN_DIR:-$HOME/.local/bin}
 LINK=$BIN_DIR/studio-worker
+CURRENT=$INSTALL_DIR/current
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -148,16 +151,26 @@ ask_yes() {
     esac
 }
 
-# The version a link points at: <INSTALL_DIR>/<version>/studio-worker → <version>.
-linked_version() {
-    [ -L "$LINK" ] || return 0
-    target=$(readlink "$LINK" 2>/dev/null) || return 0
-    case $target in
-        "$INSTALL_DIR"/*/studio-worker)
-            v=${target#"$INSTALL_DIR"/}
-            printf '%s\n' "${v%/studio-worker}"
-            ;;
-    esac
+# The version `current` points at (`current -> <version>`), empty when none.
+current_version() {
+    [ -L "$CURRENT" ] || return 0
+    target=$(readlink "$CURRENT" 2>/dev/null) || return 0
+    printf '%s\n' "${target##*/}"
+}
+
+# Point `current` at $1 with one rename (mv -T on GNU, -h on BSD/macOS: replace the link
+# itself instead of moving into the folder it points at).
+switch_current() {
+    if [ -d "$CURRENT" ] && [ ! -L "$CURRENT" ]; then
+        die "$CURRENT is a folder, not a link: remove it and run this again"
+    fi
+    rm -f "$INSTALL_DIR/.current.new"
+    ln -s "$1" "$INSTALL_DIR/.current.new"
+    if ! mv -T "$INSTALL_DIR/.current.new" "$CURRENT" 2>/dev/null &&
+        ! mv -h "$INSTALL_DIR/.current.new" "$CURRENT" 2>/dev/null; then
+        rm -f "$CURRENT"
+        mv "$INSTALL_DIR/.current.new" "$CURRENT"
+    fi
 }
 
 link_is_ours() {
@@ -431,7 +444,7 @@ install() {
             die "$LINK exists and was not installed by this installer (an older studio-worker, or a pip --user install?); remove it, or rerun with --force to replace it"
         fi
     fi
-    previous=$(linked_version)
+    previous=$(current_version)
 
     asset_base=studio-worker-$VERSION-$TRIPLE
     [ "$VARIANT" = cuda ] && asset_base=$asset_base-cuda
@@ -470,16 +483,19 @@ install() {
     fi
     CREATED_INSTALL_DIR=0
 
+    switch_current "$VERSION"
     mkdir -p "$BIN_DIR" || die "cannot create $BIN_DIR"
-    rm -f "$BIN_DIR/.studio-worker.new"
-    ln -s "$dest/studio-worker" "$BIN_DIR/.studio-worker.new"
-    mv -f "$BIN_DIR/.studio-worker.new" "$LINK" # rename(2): the switch is atomic
+    if [ "$(readlink "$LINK" 2>/dev/null || true)" != "$CURRENT/studio-worker" ]; then
+        rm -f "$BIN_DIR/.studio-worker.new"
+        ln -s "$CURRENT/studio-worker" "$BIN_DIR/.studio-worker.new"
+        mv -f "$BIN_DIR/.studio-worker.new" "$LINK"
+    fi
 
     # keep the new version and the one it replaces (a rollback is one --version away);
     # a reinstall of the same version prunes nothing
     if [ "$previous" != "$VERSION" ]; then
         for old in "$INSTALL_DIR"/*; do
-            [ -d "$old" ] && [ -e "$old/studio-worker" ] || continue
+            [ -d "$old" ] && [ ! -L "$old" ] && [ -e "$old/studio-worker" ] || continue
             name=${old##*/}
             if [ "$name" != "$VERSION" ] && [ "$name" != "$previous" ]; then
                 rm -rf "$old"
@@ -490,7 +506,7 @@ install() {
     if [ -n "$previous" ] && [ "$previous" != "$VERSION" ]; then
         say "upgraded studio-worker $previous -> $VERSION ($VARIANT); $previous is kept in $INSTALL_DIR/$previous"
     else
-        say "installed studio-worker $VERSION ($VARIANT): $LINK -> $dest/studio-worker"
+        say "installed studio-worker $VERSION ($VARIANT) in $dest; $LINK runs it"
     fi
     [ "$UPDATE" = 1 ] && return 0
 

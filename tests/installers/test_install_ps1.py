@@ -92,7 +92,8 @@ def test_service_names_match_the_worker() -> None:
 
 def test_safe_under_iex_and_windows_powershell() -> None:
     lines = code_lines(PS1.read_text())
-    exits = [line.strip() for line in lines if re.search(r"\bexit\b", line)]
+    unquoted = [re.sub(r"'(?:[^']|'')*'", "''", line) for line in lines]
+    exits = [line.strip() for line in unquoted if re.search(r"\bexit\b", line)]
     # the only exit: when run as a file; under `irm | iex` an exit closes the window
     assert exits == ["if ($failed -and $PSCommandPath) { exit 1 }"]
     joined = "\n".join(lines)
@@ -162,3 +163,17 @@ def test_tree_sitter_grammar_parses_it() -> None:
 def test_tree_sitter_grammar_notices_a_broken_script() -> None:
     broken = PS1.read_bytes().replace(b"function Install-StudioWorker {", b"function Install {(", 1)
     assert _tree_sitter_errors(broken) != []
+
+
+def test_windows_layout_matches_the_updater() -> None:
+    """current.txt names the version (the updater's pointer file on Windows), and the
+    PATH shim and the service both go through it, so a self-update switches them too."""
+    from studio_worker.platform import updater
+
+    ps1 = PS1.read_text()
+    assert f"Join-Path $Root '{updater.CURRENT_FILE}'" in ps1
+    assert services.CURRENT_POINTER_FILE == updater.CURRENT_FILE
+    assert services.CURRENT_LINK == updater.CURRENT_LINK
+    assert 'set "STUDIO_WORKER_RUNS=%%v"' in ps1  # the shim reads current.txt
+    assert "Invoke-ServiceStep $destExe" in ps1  # a versioned exe: the task follows current.txt
+    assert "Join-Path $LocalAppData 'studio-worker'" in ps1  # updater.default_install_root()

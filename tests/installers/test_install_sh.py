@@ -169,7 +169,9 @@ def versions_dir(home: Path) -> Path:
 
 def installed_versions(home: Path) -> list[str]:
     root = versions_dir(home)
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if not p.is_symlink())
 
 
 def version_of(home: Path) -> str:
@@ -185,11 +187,15 @@ def test_fresh_install(home: Path, release: Release, shell: str) -> None:
     assert done.returncode == 0, done.stderr
     target = versions_dir(home) / "1.0.0" / "studio-worker"
     assert link(home).is_symlink()
-    assert os.readlink(link(home)) == str(target)
+    assert os.readlink(link(home)) == str(versions_dir(home) / "current" / "studio-worker")
+    assert os.readlink(versions_dir(home) / "current") == "1.0.0"  # relative, as the updater's
+    assert link(home).resolve() == target.resolve()
     assert version_of(home) == "studio-worker 1.0.0 (cpu)"
     assert (target.parent / "libstudio_fake.so").exists()  # the libraries beside it
     assert installed_versions(home) == ["1.0.0"]  # no work folder left behind
-    assert f"installed studio-worker 1.0.0 (cpu): {link(home)}" in done.stdout
+    assert f"installed studio-worker 1.0.0 (cpu) in {target.parent}; {link(home)} runs it" in (
+        done.stdout
+    )
     assert "studio-worker run" in done.stdout
     assert "studio-worker register --api-base-url" in done.stdout
     profile = (home / ".profile").read_text()
@@ -486,8 +492,9 @@ def test_custom_folders_and_no_path_edit(home: Path, release: Release, tmp_path:
     )
     assert done.returncode == 0, done.stderr
     assert os.readlink(tmp_path / "my bin/studio-worker") == str(
-        tmp_path / "opt sw/1.0.0/studio-worker"
+        tmp_path / "opt sw/current/studio-worker"
     )
+    assert os.readlink(tmp_path / "opt sw/current") == "1.0.0"
     assert not (home / ".profile").exists()
     assert f"note: {tmp_path / 'my bin'} is not on your PATH" in done.stdout
 
@@ -512,3 +519,28 @@ def test_shellcheck_clean() -> None:
 @pytest.mark.parametrize("shell", [s for s in ("sh", "dash", "bash") if shutil.which(s)])
 def test_parses_in_every_shell(shell: str) -> None:
     assert subprocess.run([shell, "-n", str(INSTALLER)], check=False).returncode == 0
+
+
+def test_the_updater_recognises_and_switches_the_layout(home: Path, release: Release) -> None:
+    from studio_worker.platform import updater
+
+    release.publish("1.0.0")
+    assert run(home, release).returncode == 0
+    root = versions_dir(home)
+    layout = updater.locate_install(root / "1.0.0" / "studio-worker")
+    assert isinstance(layout, updater.InstallLayout), layout
+    assert (layout.version, layout.pointer, layout.current()) == ("1.0.0", "symlink", "1.0.0")
+    # the self-updater installs 1.1.0 beside it and switches `current`: PATH follows
+    shutil.copytree(root / "1.0.0", root / "1.1.0")
+    (root / "1.1.0" / "studio-worker").write_text(
+        FAKE_BINARY.format(version="1.1.0", variant="cpu")
+    )
+    updater.switch_current(root, "1.1.0", "symlink")
+    assert version_of(home) == "studio-worker 1.1.0 (cpu)"
+    # and the next installer run takes 1.1.0 as the version it replaces
+    release.publish("1.2.0")
+    done = run(home, release)
+    assert done.returncode == 0, done.stderr
+    assert "upgraded studio-worker 1.1.0 -> 1.2.0 (cpu)" in done.stdout
+    assert installed_versions(home) == ["1.1.0", "1.2.0"]
+    assert updater.read_current(root) == "1.2.0"

@@ -447,15 +447,79 @@ def test_task_xml_content() -> None:
     assert principal is not None
     assert principal.findtext(f"{NS}LogonType") == "InteractiveToken"
     assert principal.findtext(f"{NS}RunLevel") == "LeastPrivilege"
-    command = root.findtext(f"{NS}Actions/{NS}Exec/{NS}Command")
-    arguments = root.findtext(f"{NS}Actions/{NS}Exec/{NS}Arguments")
-    assert command == (
-        '"C:\\Users\\Ana Maria\\AppData\\Local\\studio-worker\\current\\studio-worker.exe"'
+    assert root.findtext(f"{NS}Actions/{NS}Exec/{NS}Command") == services.POWERSHELL
+    arguments = root.findtext(f"{NS}Actions/{NS}Exec/{NS}Arguments") or ""
+    assert arguments.startswith("-NoProfile -NonInteractive -WindowStyle Hidden -Command ")
+    assert ps_strings(arguments) == [
+        "C:\\Users\\Ana Maria\\AppData\\Local\\studio-worker\\current\\studio-worker.exe",
+        "--config",
+        "C:\\Users\\Ana Maria\\AppData\\Roaming\\minis\\minis-studio-worker\\config\\config.toml",
+        "run",
+    ]
+
+
+def ps_strings(text: str) -> list[str]:
+    """The single-quoted PowerShell strings in `text`, unescaped (`''` is one quote)."""
+    return [m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", text)]
+
+
+def launcher_script(arguments: str) -> str:
+    prefix = '-NoProfile -NonInteractive -WindowStyle Hidden -Command "'
+    assert arguments.startswith(prefix) and arguments.endswith('"')
+    script = arguments[len(prefix) : -1]
+    assert '"' not in script  # one command-line argument, nothing to unescape
+    return script
+
+
+def test_windows_launcher_runs_the_exe_and_passes_its_exit_status() -> None:
+    command, arguments = services.windows_launcher(
+        PureWindowsPath(r"C:\Users\O'Brien\venv\Scripts\studio-worker.exe"),
+        PureWindowsPath(r"C:\Users\O'Brien\cfg\config.toml"),
     )
-    assert arguments == (
-        '--config "C:\\Users\\Ana Maria\\AppData\\Roaming\\minis\\minis-studio-worker'
-        '\\config\\config.toml" run'
+    assert command == r"%SystemRoot%\System32\WindowsPowerShell\v1.0\powershell.exe"
+    script = launcher_script(arguments)
+    assert script == (
+        "$exe = 'C:\\Users\\O''Brien\\venv\\Scripts\\studio-worker.exe'; "
+        "& $exe '--config' 'C:\\Users\\O''Brien\\cfg\\config.toml' 'run'; exit $LASTEXITCODE"
     )
+    assert ps_strings(script)[0] == r"C:\Users\O'Brien\venv\Scripts\studio-worker.exe"
+
+
+def test_windows_launcher_follows_the_current_pointer_of_an_install() -> None:
+    root = PureWindowsPath(r"C:\Users\ana\AppData\Local\studio-worker")
+    _, arguments = services.windows_launcher(
+        root / "1.2.3" / "studio-worker.exe", PureWindowsPath(r"C:\c.toml"), install_root=root
+    )
+    script = launcher_script(arguments)
+    assert script == (
+        "$root = 'C:\\Users\\ana\\AppData\\Local\\studio-worker'; "
+        "$version = (Get-Content -LiteralPath (Join-Path $root 'current.txt') -TotalCount 1)"
+        ".Trim(); $exe = Join-Path (Join-Path $root $version) 'studio-worker.exe'; "
+        "& $exe '--config' 'C:\\c.toml' 'run'; exit $LASTEXITCODE"
+    )
+    assert "1.2.3" not in script  # the version is read at every start
+
+
+def test_windows_launcher_refuses_a_double_quote() -> None:
+    with pytest.raises(ServiceError, match="scheduled task"):
+        services.windows_launcher(PureWindowsPath(r"C:\sw.exe"), PureWindowsPath('C:\\a"b.toml'))
+
+
+def test_windows_launcher_script_parses_as_powershell() -> None:
+    tree_sitter = pytest.importorskip("tree_sitter", reason="tree-sitter not installed")
+    grammar = pytest.importorskip(
+        "tree_sitter_powershell", reason="tree-sitter-powershell not installed"
+    )
+    parser = tree_sitter.Parser(tree_sitter.Language(grammar.language()))
+    root = PureWindowsPath(r"C:\Users\O'Brien\AppData\Local\studio-worker")
+    for install_root in (None, root):
+        _, arguments = services.windows_launcher(
+            root / "1.0.0" / "studio-worker.exe",
+            PureWindowsPath(r"C:\cfg dir\config.toml"),
+            install_root=install_root,
+        )
+        tree = parser.parse(launcher_script(arguments).encode())
+        assert not tree.root_node.has_error
 
 
 def test_the_validator_rejects_schema_violations() -> None:
@@ -636,6 +700,17 @@ def test_windows_task_plans(tmp_path: Path) -> None:
     assert services.uninstall_plan(h, config, task_present=False) == []
 
 
+def test_windows_task_of_an_installers_layout_follows_current_txt(tmp_path: Path) -> None:
+    h = host(tmp_path, "win32", USERNAME="ana")
+    root = tmp_path / "studio-worker"
+    (root / "1.0.0").mkdir(parents=True)
+    (root / "current.txt").write_text("1.0.0\n")
+    config = tmp_path / "cfg" / "config.toml"
+    steps = services.install_plan(h, root / "1.0.0" / "studio-worker.exe", config)
+    xml = next(s for s in steps if isinstance(s, WriteFile)).data.decode("utf-16")
+    assert "current.txt" in xml and "1.0.0" not in xml
+
+
 def test_windows_needs_a_user_name(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="USERNAME"):
         services.install_plan(host(tmp_path, "win32"), Path("/x/sw.exe"), tmp_path / "c.toml")
@@ -693,6 +768,18 @@ def test_compiled_build_prefers_the_stable_link_on_path(tmp_path: Path) -> None:
         argv0="x", executable=str(real), compiled=True, which=lambda _: None
     )
     assert found == (real, ())
+
+
+def test_an_installers_layout_prefers_its_current_link(tmp_path: Path) -> None:
+    root = tmp_path / "share/studio-worker"
+    real = root / "1.2.3/studio-worker"
+    real.parent.mkdir(parents=True)
+    real.write_text("")
+    (root / "current").symlink_to("1.2.3")
+    found = services.locate_executable(
+        argv0=str(real), executable=str(real), compiled=True, which=lambda _: None
+    )
+    assert found == (root / "current/studio-worker", ())
 
 
 def test_venv_install_uses_the_console_script(tmp_path: Path) -> None:

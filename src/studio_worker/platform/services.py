@@ -48,7 +48,14 @@ RESTART_DELAY_SECS = 5
 LAUNCHD_THROTTLE_SECS = 30
 TASK_RESTART_INTERVAL = "PT1M"  # the schema's shortest
 TASK_RESTART_COUNT = 255  # the schema's most (an unsignedByte)
-TASK_KEEPALIVE_INTERVAL = "PT5M"
+TASK_KEEPALIVE_INTERVAL = "PT1M"  # the schema's shortest
+POWERSHELL = r"%SystemRoot%\System32\WindowsPowerShell\v1.0\powershell.exe"
+CURRENT_POINTER_FILE = "current.txt"
+"""Windows installs: `<root>\\current.txt` names the version folder to run (the updater
+rewrites it atomically; see platform/updater.py)."""
+CURRENT_LINK = "current"
+"""POSIX installs: `<root>/current -> <version>`, flipped atomically by the installer and
+the updater."""
 
 DESCRIPTION = "studio-worker: generation jobs for a minis.gg or self-hosted studio"
 DOCS_URL = "https://github.com/minis-gg/studio-worker/blob/main/docs/install.md"
@@ -180,25 +187,65 @@ def launchd_plist(
     return plistlib.dumps(plist, fmt=plistlib.FMT_XML, sort_keys=False)
 
 
+def _ps_quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def windows_launcher(
+    exe: PureWindowsPath | PurePath,
+    config: PureWindowsPath | PurePath | None,
+    *,
+    launcher_args: Sequence[str] = (),
+    install_root: PureWindowsPath | PurePath | None = None,
+) -> tuple[str, str]:
+    """The task's `(command, arguments)`: Windows PowerShell, hidden, starting the daemon.
+
+    The hidden PowerShell window hides the console the daemon would otherwise open at
+    every logon, and passes the daemon's exit status on. With `install_root` (an
+    installers' layout) it starts `<root>\\<version in current.txt>\\<exe name>`, read
+    at every start, so the task follows the updater's switches; else `exe` itself.
+    """
+    words = daemon_argv(exe, config, launcher_args)[1:]
+    for word in (str(exe), *words, str(install_root or "")):
+        if '"' in word or "\n" in word:
+            raise ServiceError(f"cannot pass {word!r} to a scheduled task")
+    args = " ".join(_ps_quote(w) for w in words)
+    if install_root is not None:
+        pick = (
+            f"$root = {_ps_quote(str(install_root))}; "
+            f"$version = (Get-Content -LiteralPath (Join-Path $root "
+            f"{_ps_quote(CURRENT_POINTER_FILE)}) -TotalCount 1).Trim(); "
+            f"$exe = Join-Path (Join-Path $root $version) {_ps_quote(exe.name)}; "
+        )
+    else:
+        pick = f"$exe = {_ps_quote(str(exe))}; "
+    script = f"{pick}& $exe {args}; exit $LASTEXITCODE"
+    return POWERSHELL, f'-NoProfile -NonInteractive -WindowStyle Hidden -Command "{script}"'
+
+
 def windows_task_xml(
     exe: PureWindowsPath | PurePath,
     config: PureWindowsPath | PurePath | None,
     *,
     user_id: str,
     launcher_args: Sequence[str] = (),
+    install_root: PureWindowsPath | PurePath | None = None,
 ) -> str:
     """A Task Scheduler 1.2 task (`schtasks /Create /XML`) running the daemon at `user_id`'s
-    logon, with that user's interactive token and least privilege (no admin).
+    logon, with that user's interactive token and least privilege (no admin); the action
+    is `windows_launcher`.
 
-    No time limit (`PT0S`), restart on failure every minute, hidden from the default task
-    list, started late if the logon was missed, on battery too. A repetition every 5
-    minutes with `IgnoreNew` starts it again if it has exited (Task Scheduler's restart
-    covers failures to start, not every exit). The declaration says UTF-16: write the
-    string encoded as UTF-16 (`encode("utf-16")`, with its BOM), as schtasks expects.
+    No time limit (`PT0S`), hidden from the default task list, started late if the logon
+    was missed, on battery too. Task Scheduler restarts a task whose start failed
+    (`RestartOnFailure`), not one that exited, so a repetition every minute with
+    `IgnoreNew` starts the daemon again after it exits (a crash, or the updater's
+    `RESTART_EXIT_CODE`); while it runs, the repetition does nothing. The declaration
+    says UTF-16: write the string encoded as UTF-16 (`encode("utf-16")`, with its BOM),
+    as schtasks expects.
     """
-    argv = daemon_argv(exe, config, launcher_args)
-    command = subprocess.list2cmdline(argv[:1])
-    arguments = subprocess.list2cmdline(argv[1:])
+    command, arguments = windows_launcher(
+        exe, config, launcher_args=launcher_args, install_root=install_root
+    )
     user = xml_escape(user_id)
     return f"""<?xml version="1.0" encoding="UTF-16"?>
 <Task version="1.2" xmlns="{TASK_NAMESPACE}">
@@ -444,8 +491,14 @@ def install_plan(
                 _schtasks("/End", "/TN", LEGACY_TASK_NAME, check=False),
                 _schtasks("/Delete", "/TN", LEGACY_TASK_NAME, "/F", check=False),
             ]
+        root = exe.parent.parent
+        layout = host.exists(root / CURRENT_POINTER_FILE)
         xml = windows_task_xml(
-            exe, config, user_id=host.windows_user_id(), launcher_args=launcher_args
+            exe,
+            config,
+            user_id=host.windows_user_id(),
+            launcher_args=launcher_args,
+            install_root=root if layout else None,
         )
         steps += [
             WriteFile(target, xml.encode("utf-16")),
@@ -519,7 +572,8 @@ def locate_executable(
     the interpreter with `-m studio_worker`. When the `studio-worker` found on PATH, or
     the path this process was started by, is the same file, that path is used instead of
     the resolved one: the installers' `~/.local/bin/studio-worker` link survives upgrades,
-    a versioned folder behind it does not.
+    a versioned folder behind it does not. Next comes an installers' layout's
+    `<root>/current/studio-worker`, for the same reason.
     """
     name = "studio-worker.exe" if windows else "studio-worker"
     if compiled:
@@ -533,6 +587,10 @@ def locate_executable(
     on_path = which("studio-worker")
     if on_path:
         candidates.append(Path(on_path))
+    resolved = Path(os.path.realpath(real))
+    current = resolved.parent.parent / CURRENT_LINK
+    if current.is_symlink():  # <root>/current/<exe>: follows the updater's switches
+        candidates.append(current / resolved.name)
     if os.sep in argv0 or (os.altsep is not None and os.altsep in argv0):
         candidates.append(Path(argv0))
     for candidate in candidates:
