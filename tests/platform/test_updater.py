@@ -238,6 +238,8 @@ async def test_update_installs_atomically_and_restarts_into_the_new_version(
     state = up.load_state(layout.state_path)
     assert state.pending is not None and state.pending.version == "2.0.0"
     assert state.last_check is not None and state.last_check["outcome"] == "installed"
+    summary = up.last_check_summary(layout)
+    assert summary is not None and summary.endswith("update installed: 1.0.0 -> 2.0.0")
     assert r.progress and r.progress[-1].done == r.progress[-1].total > 0
     assert "update available 1.0.0 -> 2.0.0" in messages(caplog)
     assert took < 10
@@ -563,8 +565,10 @@ async def test_the_loop_installs_and_restarts(layout: InstallLayout, feed: Feed)
         if r.restarts:
             break
         await asyncio.sleep(0.01)
-    stop.set()
-    await asyncio.wait_for(loop, 5)
+    await asyncio.wait_for(loop, 5)  # ends by itself: the process is being replaced
+    assert r.restarts == [layout.root / "2.0.0" / "studio-worker"]
+    again = await r.updater.update_now()
+    assert (again.outcome, again.detail) == ("installed", "restart pending")
     assert r.restarts == [layout.root / "2.0.0" / "studio-worker"]
 
 

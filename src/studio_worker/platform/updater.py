@@ -465,6 +465,23 @@ def mark_healthy(layout: InstallLayout) -> None:
                 cached.unlink(missing_ok=True)
 
 
+def last_check_summary(layout: InstallLayout) -> str | None:
+    """For `studio-worker status`: `last update check <when>: <outcome line>`."""
+    entry = load_state(layout.state_path).last_check
+    if not entry:
+        return None
+    try:
+        result = Result(
+            outcome=entry["outcome"],
+            current=entry["current"],
+            latest=entry.get("latest"),
+            detail=entry.get("detail", ""),
+        )
+    except KeyError:
+        return None
+    return f"last update check {entry.get('at', '?')}: {result.describe()}"
+
+
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
 
@@ -653,6 +670,7 @@ class Updater:
         self._stopping = threading.Event()
         self._busy = asyncio.Lock()
         self._said: set[str] = set()
+        self._switched_to: str | None = None
         self.last: Result | None = None
 
     # -- reporting ---------------------------------------------------------------------
@@ -727,7 +745,8 @@ class Updater:
             if elapsed + 1e-9 < effective_interval(settings, self._min_interval_s):
                 continue
             elapsed = 0.0
-            await self.update_now(stop)
+            if (await self.update_now(stop)).outcome == "installed":
+                return  # the process is about to be replaced: nothing more to check
 
     def _report_rollback(self) -> None:
         assert self.layout is not None
@@ -776,6 +795,8 @@ class Updater:
         if off is not None:
             self._say_once("off", "info", off)
             return self._record(Result("off", self.current_version, detail=off))
+        if self._switched_to is not None:  # installed; the restart is under way
+            return Result("installed", self.current_version, self._switched_to, "restart pending")
         async with self._busy, self._stop_bridge(stop):
             check = await asyncio.to_thread(self._check)
             result = check.result
@@ -784,6 +805,7 @@ class Updater:
         self._record(result)
         if result.outcome == "installed":
             assert self.layout is not None and result.latest is not None
+            self._switched_to = result.latest
             self._restart(self.layout.executable(result.latest))
         return result
 
