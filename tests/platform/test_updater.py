@@ -617,6 +617,26 @@ def test_the_reference_feed_means_our_update_repository() -> None:
     assert up.resolve_feed("http://127.0.0.1:8000/repo") == "http://127.0.0.1:8000/repo/"
 
 
+async def test_the_variant_follows_the_install(layout: InstallLayout, feed: Feed) -> None:
+    """A CUDA install (`.variant` written by the installer) updates from the -cuda target
+    and the new version keeps the mark."""
+    if up.host_target() != TARGET:
+        pytest.skip("the cuda target exists for x86_64 Linux")
+    (layout.root / "1.0.0" / up.VARIANT_FILE).write_text("cuda\n")
+    cuda = f"{TARGET}-cuda"
+    tuf_repo.add_release(feed.workdir, make_release(feed.releases, "1.5.0"), target=cuda)
+    feed.publish("2.0.0")  # cpu only
+    updater = Updater(
+        layout=layout,
+        settings=lambda: Settings(auto_update_feed=feed.url, auto_update_interval_secs=0),
+        gate=JobGate(),
+        restart=lambda exe: None,
+    )
+    result = await updater.update_now()
+    assert (result.outcome, result.latest) == ("installed", "1.5.0")
+    assert (layout.root / "1.5.0" / up.VARIANT_FILE).read_text() == "cuda\n"
+
+
 def test_host_target() -> None:
     assert up.host_target(system="Linux", machine="x86_64") == "x86_64-unknown-linux-gnu"
     assert up.host_target("cuda", system="Linux", machine="x86_64") == (

@@ -74,6 +74,7 @@ STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".trash-"
 CURRENT_LINK = "current"
 CURRENT_FILE = "current.txt"
+VARIANT_FILE = ".variant"
 ROOT_SEED = "update-root.json"
 """A copy of the repository's root.json that the release puts next to the executable:
 the first trusted root of a fresh install (later roots are fetched and verified)."""
@@ -238,6 +239,14 @@ class InstallLayout:
 
     def healthy(self, version: str) -> bool:
         return (self.version_dir(version) / HEALTHY_MARKER).exists()
+
+    def variant(self) -> str:
+        """`cpu` or `cuda`: what the installer wrote in `<version>/.variant` (default cpu)."""
+        try:
+            text = (self.version_dir(self.version) / VARIANT_FILE).read_text(encoding="utf-8")
+        except OSError:
+            return "cpu"
+        return text.strip() or "cpu"
 
 
 def running_executable() -> Path:
@@ -660,7 +669,7 @@ class Updater:
         self._settings = settings
         self._gate = gate
         self._restart = restart
-        self._target = target or host_target()
+        self._target = target or host_target(self.layout.variant() if self.layout else "cpu")
         self._report = report
         self._on_progress = on_progress
         self._on_staged = on_staged
@@ -1044,6 +1053,7 @@ class Updater:
             raise _Refused(f"the archive holds no {layout.exe_name} at its top")
         if sys.platform != "win32":
             exe.chmod(exe.stat().st_mode | 0o111)
+        (payload / VARIANT_FILE).write_text(f"{layout.variant()}\n", encoding="utf-8")
         _fsync_tree(payload)
         if self._on_staged is not None:
             self._on_staged(version, payload)
