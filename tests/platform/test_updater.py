@@ -329,6 +329,23 @@ async def test_stopping_while_waiting_for_the_job_installs_nothing(
     assert gate.holder == "job-1" and r.restarts == []
 
 
+async def test_a_version_installed_meanwhile_is_left_in_place(
+    layout: InstallLayout, feed: Feed
+) -> None:
+    """`studio-worker update` from a shell switched to 2.0.0 while the daemon (still 1.0.0)
+    runs: the daemon's own install later finds 2.0.0 in use and does not touch its files."""
+    feed.publish("2.0.0")
+    assert (await rig(layout, feed).updater.update_now()).outcome == "installed"
+    inode = (layout.root / "2.0.0").stat().st_ino
+    daemon = rig(layout, feed)
+    result = await daemon.updater.update_now()
+    assert result.outcome == "installed"
+    assert (layout.root / "2.0.0").stat().st_ino == inode
+    assert layout.current() == "2.0.0"
+    assert daemon.restarts == [layout.root / "2.0.0" / "studio-worker"]
+    assert not list(layout.root.glob(f"{up.STAGING_PREFIX}*"))
+
+
 async def test_a_patch_is_used_when_the_current_archive_is_cached(
     layout: InstallLayout, feed: Feed
 ) -> None:

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import threading
@@ -94,14 +95,12 @@ Report = Callable[[LogLevel, str, str], None]
 # Install layout
 
 
-def _is_version(name: str) -> bool:
-    from packaging.version import InvalidVersion, Version
+_VERSION_RE = re.compile(r"^v?\d+(\.\d+)*([-_.+]?[0-9A-Za-z]+)*$")
 
-    try:
-        Version(name)
-    except InvalidVersion:
-        return False
-    return True
+
+def _is_version(name: str) -> bool:
+    """A version folder name (`1.5.0`, `1.6.0-rc.1`); needs nothing beyond the stdlib."""
+    return bool(_VERSION_RE.match(name))
 
 
 def host_target(
@@ -1060,12 +1059,17 @@ class Updater:
         self._wait_for_gate(version)
         try:
             final = layout.version_dir(version)
-            if final.exists():
-                trash = layout.root / f"{TRASH_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-                os.replace(final, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.replace(payload, final)
-            _fsync_dir(layout.root)
+            if final.exists() and layout.current() == version:
+                # Installed meanwhile (the installer, or `studio-worker update` from a
+                # shell): it is in use, leave it; only the restart is missing.
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                if final.exists():  # debris of an earlier attempt, not in use
+                    trash = layout.root / f"{TRASH_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+                    os.replace(final, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                os.replace(payload, final)
+                _fsync_dir(layout.root)
             state = load_state(layout.state_path)
             pending = Pending(version=version, previous=layout.version, switched_at=time.time())
             save_state(layout.state_path, replace(state, pending=pending))
