@@ -102,7 +102,9 @@ def test_systemd_unit_content() -> None:
     assert values["Restart"] == ["on-failure"]
     assert values["RestartForceExitStatus"] == [str(RESTART_EXIT_CODE)]
     assert values["SuccessExitStatus"] == [str(RESTART_EXIT_CODE)]
-    assert values["RestartPreventExitStatus"] == ["1 2 3"]
+    assert values["RestartPreventExitStatus"] == ["2 3"]
+    assert values["StartLimitIntervalSec"] == ["300"]
+    assert values["StartLimitBurst"] == ["10"]
     assert values["RestartSec"] == ["5"]
     assert values["WantedBy"] == ["default.target"]
     sections = [line for line in unit.splitlines() if line.startswith("[")]
@@ -135,11 +137,7 @@ def test_systemd_refuses_a_relative_executable() -> None:
 
 
 def test_restart_codes_match_the_daemon_exit_codes() -> None:
-    assert services.NO_RESTART_EXIT_CODES == (
-        app.EXIT_CONFIG,
-        app.EXIT_AUTH_FAILED,
-        app.EXIT_FATAL,
-    )
+    assert services.NO_RESTART_EXIT_CODES == (app.EXIT_AUTH_FAILED, app.EXIT_FATAL)
     assert RESTART_EXIT_CODE not in {
         app.EXIT_OK,
         app.EXIT_CONFIG,

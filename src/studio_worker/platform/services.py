@@ -39,12 +39,18 @@ RESTART_EXIT_CODE = 75
 binary: systemd restarts on it and does not count it as a failure; launchd restarts on any
 non-zero exit."""
 
-NO_RESTART_EXIT_CODES = (1, 2, 3)
-"""`run` exit statuses that need the operator, never retried by systemd: config error (1),
-authentication failed (2), fatal studio error (3). Mirrors `studio_worker.app`'s EXIT_*
-(the platform layer cannot import app); a test keeps the two in step."""
+NO_RESTART_EXIT_CODES = (2, 3)
+"""`run` exit statuses where the studio has ended this worker, never retried by systemd:
+authentication failed (2: token revoked) and fatal studio error (3: worker deleted,
+protocol violation); retrying would only knock on the studio's door every few seconds.
+A config error (1) is retried: Python's own crash status is 1 as well, and a crash must
+come back; the start limit ends a loop. Mirrors `studio_worker.app`'s EXIT_* (the
+platform layer cannot import app); a test keeps the two in step."""
 
 RESTART_DELAY_SECS = 5
+START_LIMIT_INTERVAL_SECS = 300
+START_LIMIT_BURST = 10
+"""More starts than this within the interval (a crash loop) and systemd gives up."""
 LAUNCHD_THROTTLE_SECS = 30
 TASK_RESTART_INTERVAL = "PT1M"  # the schema's shortest
 TASK_RESTART_COUNT = 255  # the schema's most (an unsignedByte)
@@ -129,9 +135,10 @@ def systemd_unit(
 
     `Restart=on-failure` with `RestartForceExitStatus`/`SuccessExitStatus` = the restart
     code (restarted, logged as a clean exit), `RestartPreventExitStatus` = the statuses
-    that need the operator (a revoked token or a broken config is not retried every 5 s).
-    A clean stop (SIGTERM → exit 0) stays stopped. No `network-online.target`: the user
-    manager has none, and the daemon reconnects by itself.
+    where the studio has ended this worker (a revoked token is not retried every 5 s),
+    and a start limit that ends a crash loop (10 starts in 5 minutes). A clean stop
+    (SIGTERM → exit 0) stays stopped. No `network-online.target`: the user manager has
+    none, and the daemon reconnects by itself.
     """
     if not exe.is_absolute():
         raise ServiceError(f"the service needs an absolute executable path, not {exe}")
@@ -144,6 +151,8 @@ def systemd_unit(
         "[Unit]",
         f"Description={DESCRIPTION}",
         f"Documentation={DOCS_URL}",
+        f"StartLimitIntervalSec={START_LIMIT_INTERVAL_SECS}",
+        f"StartLimitBurst={START_LIMIT_BURST}",
         "",
         "[Service]",
         "Type=exec",
