@@ -373,7 +373,9 @@ class PiperEngine:
             samples = np.clip(audio * 32767.0, -32767.0, 32767.0).astype("<i2")
             pieces.append(samples.tobytes())
             done = index + 1
-            progress(0.1 + 0.8 * done / len(sentences), f"{done}/{len(sentences)} sentences")
+            progress(
+                round(0.1 + 0.8 * done / len(sentences), 4), f"{done}/{len(sentences)} sentences"
+            )
         return b"".join(pieces)
 
 
