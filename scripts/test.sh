@@ -14,7 +14,7 @@ fi
 # cached). Portable flags, no llava, no sd examples.
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DSD_BUILD_EXAMPLES=OFF}"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,all]'
+.venv/bin/python -m pip install --quiet -e '.[dev,all,update]'
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench
