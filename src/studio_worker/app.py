@@ -28,7 +28,7 @@ from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.jobs.dispatcher import Dispatcher
 from studio_worker.jobs.gate import JobGate
 from studio_worker.models import DownloadProgress, ModelStore
-from studio_worker.platform import sysinfo
+from studio_worker.platform import sysinfo, updater
 from studio_worker.platform.lock import DaemonLock
 from studio_worker.protocol.outcomes import AUTH_FAILED_HINT, EndKind
 from studio_worker.registration.client import RegistrationClient
@@ -100,6 +100,11 @@ class Daemon:
         self.stop = asyncio.Event()
         self._vram = 0.0
         self._live: LiveConfig | None = None
+        # Self-update: where this binary is installed (or why it is not), what to do at
+        # boot about a version on trial, and the executable to become after a switch.
+        self.install: updater.InstallLayout | str = "not located"
+        self.boot: updater.BootDecision | None = None
+        self.restart_into: Path | None = None
 
     @property
     def engines(self) -> EngineRegistry:
@@ -146,6 +151,12 @@ class Daemon:
             )
             return EXIT_OK
         try:
+            self.install = await asyncio.to_thread(updater.locate_install)
+            if isinstance(self.install, updater.InstallLayout):
+                self.boot = await asyncio.to_thread(updater.boot, self.install)
+                if self.boot.action == "rollback" and self.boot.version is not None:
+                    self.restart_into = self.install.executable(self.boot.version)
+                    return EXIT_OK
             return await self._serve(settings)
         finally:
             lock.release()
@@ -188,6 +199,14 @@ class Daemon:
                 link=self.live.link,
                 only_when_idle=lambda: self.live.current.only_when_idle,
             )
+            auto_update = updater.Updater(
+                layout=self.install,
+                settings=lambda: self.live.current,
+                gate=gate,
+                restart=self._restart_into,
+                report=self.crumbs,
+                boot_decision=self.boot,
+            )
             registration = RegistrationClient(
                 http=http,
                 store=self.store,
@@ -210,6 +229,10 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 jobs = group.create_task(dispatcher.run(), name="dispatcher")
                 watch = group.create_task(self._watch_config(), name="config-watch")
+                updates = group.create_task(auto_update.run(self.stop), name="auto-update")
+                if isinstance(self.install, updater.InstallLayout):
+                    # config loaded and engines started: this version is healthy
+                    await asyncio.to_thread(updater.mark_healthy, self.install)
                 try:
                     code = await self._studio_loops(registration, supervisor)
                 finally:
@@ -217,9 +240,16 @@ class Daemon:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(SHUTDOWN_JOB_GRACE_S):
                             await dispatcher.wait_idle()
+                    auto_update.stop()
                     jobs.cancel()
                     watch.cancel()
+                    updates.cancel()
         return code
+
+    def _restart_into(self, executable: Path) -> None:
+        """The updater switched versions: stop gracefully, then become `executable`."""
+        self.restart_into = executable
+        self.stop.set()
 
     def _download(self, p: DownloadProgress) -> None:
         self.status.download_progress(
@@ -277,7 +307,10 @@ def run_daemon(config_path: Path | None) -> int:
     setup_logging(redactor)
     tuning = DaemonTuning(registration_tick_s=registration_poll_s(os.environ))
     daemon = Daemon(config_path or default_config_path(), redactor=redactor, tuning=tuning)
-    return asyncio.run(_with_signals(daemon))
+    code = asyncio.run(_with_signals(daemon))
+    if daemon.restart_into is not None:
+        return updater.restart_process(daemon.restart_into)
+    return code
 
 
 async def _with_signals(daemon: Daemon) -> int:

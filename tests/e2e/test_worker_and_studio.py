@@ -153,8 +153,13 @@ def test_disable_and_enable_reach_the_running_worker(studio: StudioProcess, tmp_
         assert studio.get(f"/admin/jobs/{job_id}")["status"] == "queued"
         assert cli(worker.config, "enable").returncode == 0
         assert studio.wait_job(job_id)["status"] == "done"
-        messages = [e["message"] for e in studio.get(f"/admin/workers/{worker_id}/logs")]
-        assert any("claiming paused by operator" in m for m in messages)
-        assert any("claiming resumed by operator" in m for m in messages)
+
+        def shipped(text: str) -> bool:
+            logs = studio.get(f"/admin/workers/{worker_id}/logs")
+            return any(text in e["message"] for e in logs)
+
+        # log lines ship once a second: the job may be done before the last batch lands
+        wait_for(lambda: shipped("claiming paused by operator"), what="the pause log line")
+        wait_for(lambda: shipped("claiming resumed by operator"), what="the resume log line")
     finally:
         worker.stop()
