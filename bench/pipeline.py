@@ -7,7 +7,8 @@ Prints, from one run, side by side:
       - cross-process: the echo server in a child Python process, the client here;
   * offer -> completion latency of single jobs (p50/p99), measured at the studio
     from submission (the studio offers at once to an idle worker) to the stored result;
-  * throughput: N jobs submitted at once, jobs/s until the last is stored.
+  * throughput: N jobs submitted at once, jobs/s until the last is stored;
+  * CPU time per job in the throughput phase, studio (this process) and worker.
 
 Targets (issue 2): p50 <= 3x the floor, >= 300 jobs/s.
 
@@ -17,10 +18,13 @@ that wakes another process's event loop, which the scheduler has to run. The in-
 floor has both ends on one loop, so a round trip never waits for another process to be
 scheduled; it is printed too, as the transport's lower bound, but it is not a round trip
 the pipeline could ever make. Only the floor's topology changes: the pipeline still
-measures offer -> completion through the real studio (SQLite on disk, every job state
-change committed), the real worker process and real frames.
+measures offer -> completion through the real studio (SQLite on disk; a job is committed
+when queued and when done, before the studio answers), the real `studio-worker run`
+process and real frames (offer, accept, completeJson, completeAck per job).
 
     .venv/bin/python bench/pipeline.py [--jobs 1000] [--latency-jobs 200] [--kind llm]
+
+BENCH_WORKER_STDERR=1 shows the worker's log instead of discarding it.
 """
 
 from __future__ import annotations

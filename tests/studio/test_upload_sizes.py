@@ -42,3 +42,30 @@ async def test_results_land_whole_whatever_their_size(
     assert Path(job.result_path).read_bytes() == data  # noqa: ASYNC240 - a small test file
     assert sorted(p.name for p in studio.results_dir.iterdir()) == [f"{job_id}.png"]
     await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "plain"),
+    [
+        ('form-data; name="image"; filename="job_1.png"', True),
+        ('form-data; name="prompt"', True),
+        ('form-data; name="ext"', True),
+        ('form-data; name="image"; filename="a b (1).webp"', True),
+        ('form-data; name=""', True),
+        ('form-data; name="image"; filename="x%22y.png"', False),
+        ("form-data; name=\"image\"; filename*=utf-8''%C3%A9.png", False),
+        ("form-data; name=image", False),
+        ('attachment; name="image"', False),
+        ('form-data; name="a"; name="b"', False),
+        ("", False),
+    ],
+)
+def test_plain_part_names_read_like_the_full_parser(header: str, plain: bool) -> None:
+    """Headers the fast path reads give the full parser's name; the rest go to it."""
+    from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+
+    match = worker_http._PLAIN_DISPOSITION.fullmatch(header)
+    assert (match is not None) == plain
+    if match is not None:
+        _, params = parse_content_disposition(header)
+        assert match.group(1) == content_disposition_filename(params, "name")

@@ -11,7 +11,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
 from pydantic import Field, ValidationError
 
 from studio_worker.domain.capabilities import WorkerCapabilities
@@ -148,7 +148,10 @@ async def _read_parts(request: web.Request, spool: Path) -> tuple[str, str, str,
     The image's bytes come back when small (`IN_MEMORY_RESULT_BYTES`), else they are
     in `spool` and None comes back.
     """
-    if not request.content_type.startswith("multipart/"):
+    # The raw header, not `request.content_type`: that one runs the e-mail header
+    # parser, ~0.4 ms for a boundary it has not seen (every upload has a new one).
+    media_type = request.headers.get(hdrs.CONTENT_TYPE, "").split(";", 1)[0]
+    if not media_type.strip().lower().startswith("multipart/"):
         raise ValueError("expected multipart/form-data")
     reader = await request.multipart()
     fields: dict[str, str] = {}
@@ -158,11 +161,12 @@ async def _read_parts(request: web.Request, spool: Path) -> tuple[str, str, str,
     async for part in reader:
         if not isinstance(part, BodyPartReader):
             continue
-        if part.name == "image":
+        name = _part_name(part)
+        if name == "image":
             size, held = await _spool(part, spool)
             mime = part.headers.get("Content-Type", "")
-        elif part.name in ("prompt", "ext"):
-            fields[part.name] = await part.text()
+        elif name in ("prompt", "ext"):
+            fields[name] = await part.text()
         else:
             await part.release()
     ext = fields.get("ext", "").strip().lower()
@@ -171,6 +175,17 @@ async def _read_parts(request: web.Request, spool: Path) -> tuple[str, str, str,
     if size is None:
         raise ValueError("part `image` missing")
     return fields.get("prompt", ""), ext, mime or mime_for_ext(ext), size, held
+
+
+# `form-data; name="…"` with at most a plain `filename`, as every multipart client writes
+# it: read here directly; anything else goes to aiohttp's full parser (`part.name`),
+# which costs ~70 us a part.
+_PLAIN_DISPOSITION = re.compile(r'form-data; name="([A-Za-z0-9_.-]*)"(?:; filename="[^"\\%]*")?')
+
+
+def _part_name(part: BodyPartReader) -> str | None:
+    plain = _PLAIN_DISPOSITION.fullmatch(part.headers.get(hdrs.CONTENT_DISPOSITION, ""))
+    return plain.group(1) if plain else part.name
 
 
 async def _spool(part: BodyPartReader, spool: Path) -> tuple[int, bytes | None]:
