@@ -24,6 +24,9 @@ echo "== mypy --strict"
 echo "== import layers"
 .venv/bin/lint-imports
 echo "== pytest"
+# OpenMP threads of one engine library must not spin while another engine's tests run in
+# the same process (in the daemon each engine has a process of its own).
+export KMP_BLOCKTIME=0 OMP_WAIT_POLICY=passive
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?
