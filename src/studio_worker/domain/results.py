@@ -22,6 +22,8 @@ _MIME = {
     "jpeg": "image/jpeg",
     "bmp": "image/bmp",
     "webm": "video/webm",
+    "ogg": "audio/ogg",
+    "flac": "audio/flac",
 }
 
 
