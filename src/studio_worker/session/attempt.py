@@ -40,6 +40,8 @@ from studio_worker.status.store import StatusStore
 
 log = logging.getLogger(__name__)
 
+LOG_BATCH_MAX = 200  # entries in one logBatch frame
+
 
 class Timing:
     """The session's clocks (behaviour §17); tests shorten them."""
@@ -198,14 +200,19 @@ class SessionAttempt:
 
     async def _ship_logs(self) -> None:
         while True:
-            batch = self._ship.drain()
-            if batch:
+            # A busy second's lines leave as several batches of at most LOG_BATCH_MAX,
+            # with job frames let through in between: one huge batch would hold up
+            # this loop and the studio's for tens of milliseconds.
+            while batch := self._ship.drain(LOG_BATCH_MAX):
                 try:
                     await self._ws.send(encode(LogBatch(entries=batch)))
                 except (ConnectionClosed, OSError) as exc:
                     self._ship.requeue_front(batch)
                     await self._apply(self._machine.send_failed("logBatch", str(exc)))
                     return
+                if len(batch) < LOG_BATCH_MAX:
+                    break
+                await asyncio.sleep(0)
             await asyncio.sleep(self._timing.log_flush_s)
 
     async def _pump_outbox(self) -> None:

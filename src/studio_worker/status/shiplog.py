@@ -61,10 +61,14 @@ class ShipQueue:
                 self._drop_oldest(len(self._items) + 2 - self._cap)
             self._items.append(entry)
 
-    def drain(self) -> list[LogEntry]:
+    def drain(self, limit: int | None = None) -> list[LogEntry]:
+        """Take the oldest entries, at most `limit` of them (all when None)."""
         with self._lock:
-            items = list(self._items)
-            self._items.clear()
+            if limit is None or limit >= len(self._items):
+                items = list(self._items)
+                self._items.clear()
+            else:
+                items = [self._items.popleft() for _ in range(limit)]
         return [_entry(item) for item in items]
 
     def requeue_front(self, batch: Sequence[LogEntry]) -> None:
