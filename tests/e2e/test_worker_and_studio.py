@@ -65,7 +65,13 @@ def test_fresh_worker_registers_and_serves_every_kind(
     try:
         # Pending first: the secret never leaves the box, only its hash.
         request = wait_for(lambda: studio.get("/admin/requests?status=pending"))[0]
-        config = tomllib.loads(worker.config.read_text())
+        # the worker saves the request id once the studio has answered: wait for the save
+        config = wait_for(
+            lambda: (
+                (c := tomllib.loads(worker.config.read_text())).get("registration_request_id") and c
+            ),
+            what="the request id saved in config.toml",
+        )
         assert config["registration_request_id"] == request["requestId"]
         assert len(config["registration_secret"]) == 64
         assert config["registration_secret"] not in json.dumps(request)
