@@ -27,6 +27,7 @@ from studio_worker.engines.roster import installed_engines
 from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.jobs.dispatcher import Dispatcher
 from studio_worker.jobs.gate import JobGate
+from studio_worker.localapi import LocalApi, LocalApiDeps, LogRing
 from studio_worker.models import DownloadProgress, ModelStore
 from studio_worker.platform import sysinfo, updater
 from studio_worker.platform.lock import DaemonLock
@@ -97,6 +98,9 @@ class Daemon:
         self.status = StatusStore()
         self.ship = ShipQueue()
         self.crumbs = Breadcrumbs(self.ship)
+        self.log_ring = LogRing()
+        self.log_ring.addFilter(self.redactor)
+        self.local_api: LocalApi | None = None
         self.stop = asyncio.Event()
         self._vram = 0.0
         self._live: LiveConfig | None = None
@@ -188,11 +192,12 @@ class Daemon:
         )
         gate, outbox = JobGate(), Outbox()
         async with httpx.AsyncClient() as http:
+            models = ModelStore(settings.models_root, http=http, on_progress=self._download)
             dispatcher = Dispatcher(
                 gate=gate,
                 engines=self.engines,
                 uploader=ResultUploader(http),
-                models=ModelStore(settings.models_root, http=http, on_progress=self._download),
+                models=models,
                 sink=outbox,
                 status=self.status,
                 crumbs=self.crumbs,
@@ -226,6 +231,23 @@ class Daemon:
                 timing=self.tuning.timing,
                 backoff_scale=self.tuning.backoff_scale,
             )
+            logging.getLogger().addHandler(self.log_ring)
+            self.local_api = LocalApi(
+                LocalApiDeps(
+                    config_path=self.config_path,
+                    store=self.store,
+                    live=self.live,
+                    status=self.status,
+                    gate=gate,
+                    engines=self.engines,
+                    models=models,
+                    ring=self.log_ring,
+                    stop=self.stop,
+                    reset_registration=registration.request_reset,
+                    vram_total_gb=lambda: self._vram,
+                )
+            )
+            await self.local_api.start()
             async with asyncio.TaskGroup() as group:
                 jobs = group.create_task(dispatcher.run(), name="dispatcher")
                 watch = group.create_task(self._watch_config(), name="config-watch")
@@ -241,6 +263,8 @@ class Daemon:
                         async with asyncio.timeout(SHUTDOWN_JOB_GRACE_S):
                             await dispatcher.wait_idle()
                     auto_update.stop()
+                    await self.local_api.close()
+                    logging.getLogger().removeHandler(self.log_ring)
                     jobs.cancel()
                     watch.cancel()
                     updates.cancel()

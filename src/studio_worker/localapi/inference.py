@@ -1,0 +1,463 @@
+"""OpenAI-shaped local inference (behaviour §8.3) on the models already in the cache.
+
+A model is named `<engine>/<model>`: a folder of the model store (`GET /v1/models` lists
+them). Nothing is ever downloaded here: the cached files are handed to the engine as the
+job's `model_paths`. Every request is a local job: it takes the one-job gate (a studio job
+or another local one holding it answers 503 with `Retry-After`), runs on the same engine
+routing as studio jobs, and is recorded in the status store with a `local-` job id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.parser
+import email.policy
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from studio_worker.domain.logs import rfc3339_millis
+from studio_worker.domain.results import BinaryResult, JobError, JobResult, JsonResult
+from studio_worker.domain.tasks import JobOfferClaim, full_prompt, prompt_preview
+from studio_worker.localapi.http import ApiError, busy, read_body, read_json
+from studio_worker.models import sanitise_id
+from studio_worker.models.store import CachedModel
+from studio_worker.status.store import JobRecord
+
+if TYPE_CHECKING:
+    from studio_worker.localapi.server import LocalApi
+
+log = logging.getLogger(__name__)
+
+CHAT_ENGINES = ("llama-cpp",)
+STT_ENGINES = ("faster-whisper", "whisper")
+TTS_ENGINES = ("piper",)
+IMAGE_ENGINES = ("sd-cpp",)
+ALL_ENGINES = (*CHAT_ENGINES, *STT_ENGINES, *TTS_ENGINES, *IMAGE_ENGINES)
+ROLES_FILE = "roles.json"  # optional `{filename: role}` next to a model's files
+MAX_IMAGES = 4
+SPEECH_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg"}
+AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
+
+
+# ---- model files -> roles ---------------------------------------------------------------
+
+
+def _sd_role(name: str) -> str:
+    lower = name.lower()
+    if "vae" in lower:
+        return "vae"
+    if "mmproj" in lower or "vision" in lower:
+        return "text-encoder-vision"
+    if any(t in lower for t in ("qwen", "llm", "text-encoder", "text_encoder", "t5", "clip")):
+        return "text-encoder"
+    if any(t in lower for t in ("dit", "diffusion", "unet", "transformer")):
+        return "diffusion-model"
+    return "model"
+
+
+def file_role(engine: str, name: str) -> str:
+    """The `ModelFile.role` a cached file plays for its engine, guessed from its name."""
+    lower = name.lower()
+    if engine in CHAT_ENGINES:
+        return "mmproj" if "mmproj" in lower else "model"
+    if engine in STT_ENGINES:
+        return "model" if lower == "model.bin" else "config"
+    if engine in TTS_ENGINES:
+        return "model" if lower.endswith(".onnx") else "config"
+    if engine in IMAGE_ENGINES:
+        return _sd_role(name)
+    return "model"
+
+
+def model_source(cached: CachedModel) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A wire `modelSource` for the cached files, and their `model_paths`."""
+    overrides: dict[str, str] = {}
+    roles_file = cached.path / ROLES_FILE
+    if roles_file.is_file():
+        try:
+            loaded = json.loads(roles_file.read_text("utf-8"))
+            overrides = {str(k): str(v) for k, v in loaded.items()}
+        except (OSError, ValueError, AttributeError):
+            log.warning("ignoring unreadable %s", roles_file)
+    files, paths = [], {}
+    for file in cached.files:
+        if file.name == ROLES_FILE:
+            continue
+        path = cached.path / file.name
+        role = overrides.get(file.name) or file_role(cached.engine, file.name)
+        files.append(
+            {"role": role, "url": path.as_uri(), "filename": file.name, "approxBytes": file.size}
+        )
+        paths[file.name] = path
+    return {"engine": cached.engine, "files": files}, paths
+
+
+def _text_content(content: Any) -> str:
+    """OpenAI message content: a string, or a list of parts of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return "" if content is None else str(content)
+
+
+def _pieces(text: str) -> list[str]:
+    return re.findall(r"\s*\S+", text) or ([text] if text else [])
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if value in (None, "auto"):
+        return 512, 512
+    match = re.fullmatch(r"(\d+)x(\d+)", str(value))
+    if match is None:
+        raise ApiError(400, "bad_request", f"size: must look like 512x512, not {value!r}")
+    return int(match[1]), int(match[2])
+
+
+class Inference:
+    def __init__(self, api: LocalApi) -> None:
+        self.api = api
+        self._in_use: dict[str, tuple[str, str]] = {}  # job id -> (engine dir, model dir)
+
+    def routes(self, app: web.Application) -> None:
+        add = app.router
+        add.add_get("/v1/models", self.list_models)
+        add.add_post("/v1/chat/completions", self.chat)
+        add.add_post("/v1/audio/transcriptions", self.transcribe)
+        add.add_post("/v1/audio/speech", self.speech)
+        add.add_post("/v1/images/generations", self.images)
+
+    def model_in_use(self, holder: str, engine: str, model: str) -> bool:
+        return self._in_use.get(holder) == (sanitise_id(engine), sanitise_id(model))
+
+    # ---- model lookup ------------------------------------------------------------------
+
+    async def _cached(self) -> list[CachedModel]:
+        return await asyncio.to_thread(self.api.deps.models.cached)
+
+    async def _find(self, wanted: Any, engines: Sequence[str], what: str) -> CachedModel:
+        cached = [m for m in await self._cached() if m.files]
+        if wanted in (None, ""):
+            for model in cached:
+                if model.engine in engines:
+                    return model
+            raise ApiError(400, "no_model", f"no {what} model is in the model cache")
+        if not isinstance(wanted, str) or "/" not in wanted:
+            raise ApiError(
+                404,
+                "unknown_model",
+                f"model must be <engine>/<model> (see GET /v1/models): {wanted}",
+            )
+        engine, _, name = wanted.partition("/")
+        for model in cached:
+            if (model.engine, model.model) == (sanitise_id(engine), sanitise_id(name)):
+                if model.engine not in engines:
+                    raise ApiError(400, "wrong_model_kind", f"model {wanted} is not a {what} model")
+                return model
+        raise ApiError(404, "unknown_model", f"model {wanted} is not in the model cache")
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        data = [
+            {
+                "id": f"{m.engine}/{m.model}",
+                "object": "model",
+                "created": int(m.path.stat().st_mtime),
+                "owned_by": "studio-worker",
+            }
+            for m in await self._cached()
+            if m.files and m.engine in ALL_ENGINES
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    # ---- running a local job ---------------------------------------------------------------
+
+    async def _run(self, cached: CachedModel, task: dict[str, Any]) -> tuple[str, JobResult]:
+        """Run `task` on `cached` under the one-job gate; (job id, result)."""
+        deps = self.api.deps
+        source, paths = model_source(cached)
+        job_id = f"local-{secrets.token_hex(8)}"
+        model_id = f"{cached.engine}/{cached.model}"
+        try:
+            claim = JobOfferClaim.model_validate(
+                {
+                    "jobId": job_id,
+                    "gameId": "local",
+                    "assetName": "local",
+                    "model": model_id,
+                    "vramGbEstimate": 0,
+                    "task": task,
+                    "modelSource": source,
+                }
+            )
+        except ValidationError as exc:
+            raise ApiError(400, "bad_request", _first_error(exc)) from None
+        try:
+            engine = deps.engines.resolve(cached.engine, model_id)
+        except JobError as exc:
+            raise ApiError(400, "engine_missing", exc.message) from None
+        if not deps.gate.try_reserve(job_id):
+            raise busy()
+        self._in_use[job_id] = (cached.engine, cached.model)
+        started = time.monotonic()
+        deps.status.job_started(
+            JobRecord(
+                job_id=job_id,
+                kind=claim.task.kind.value,
+                model=model_id,
+                engine=cached.engine,
+                prompt_preview=prompt_preview(full_prompt(claim.task)),
+                started_at=rfc3339_millis(datetime.now(UTC)),
+            )
+        )
+        log.info(
+            "local job %s started: %s on %s",
+            job_id,
+            claim.task.kind.value,
+            model_id,
+            extra={"op": "local_job", "job_id": job_id},
+        )
+
+        def progress(fraction: float, note: str) -> None:
+            deps.status.job_progress(job_id, fraction, note)
+
+        outcome, error = "failed", None
+        try:
+            result = await asyncio.to_thread(engine.run, claim, paths, progress, self.api.cancel)
+            outcome = "completed"
+            return job_id, result
+        except JobError as exc:
+            error = exc.message
+            status = 500 if exc.retryable else 400
+            raise ApiError(status, "job_failed", exc.message) from None
+        except Exception as exc:  # an engine crash fails the request, never the worker
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("local job %s crashed", job_id, extra={"job_id": job_id})
+            raise ApiError(500, "engine_error", error) from None
+        finally:
+            elapsed = int((time.monotonic() - started) * 1000)
+            self._in_use.pop(job_id, None)
+            deps.gate.release(job_id)
+            deps.status.job_finished(job_id, outcome, elapsed, error)
+            log.info(
+                "local job %s %s in %dms%s",
+                job_id,
+                outcome,
+                elapsed,
+                f": {error}" if error else "",
+                extra={"op": "local_job", "job_id": job_id},
+            )
+
+    # ---- /v1/chat/completions ------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ApiError(400, "bad_request", "messages: must be a non-empty list")
+        task: dict[str, Any] = {
+            "kind": "llm",
+            "messages": [
+                {"role": str(m.get("role", "user")), "content": _text_content(m.get("content"))}
+                for m in messages
+                if isinstance(m, dict)
+            ],
+            "maxTokens": body.get("max_tokens") or body.get("max_completion_tokens") or 512,
+            "temperature": 0.7 if body.get("temperature") is None else body["temperature"],
+            "topP": body.get("top_p"),
+            "chatTemplateKwargs": body.get("chat_template_kwargs"),
+        }
+        stop = body.get("stop")
+        if stop is not None:
+            task["stop"] = [stop] if isinstance(stop, str) else stop
+        response_format = body.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            task["jsonSchema"] = response_format.get("json_schema")
+        cached = await self._find(body.get("model"), CHAT_ENGINES, "chat")
+        job_id, result = await self._run(cached, task)
+        if not isinstance(result, JsonResult) or not isinstance(result.value, dict):
+            raise ApiError(500, "engine_error", "the llama engine did not answer a completion")
+        completion = dict(result.value)
+        completion.setdefault("id", f"chatcmpl-{job_id}")
+        completion.setdefault("created", int(time.time()))
+        if not body.get("stream"):
+            return web.json_response(completion)
+        return await self._stream(request, completion)
+
+    async def _stream(self, request: web.Request, completion: dict[str, Any]) -> web.StreamResponse:
+        """The finished completion, re-sent as `chat.completion.chunk` SSE events."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        choice = completion["choices"][0]
+        message = choice.get("message", {})
+        base = {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": completion.get("model"),
+        }
+
+        async def send(delta: dict[str, Any], **extra: Any) -> None:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            chunk["choices"][0].update(extra.pop("choice", {}))
+            chunk.update(extra)
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send({"role": "assistant", "content": ""})
+        if message.get("reasoning_content"):
+            await send({"reasoning_content": message["reasoning_content"]})
+        for piece in _pieces(str(message.get("content", ""))):
+            await send({"content": piece})
+        await send(
+            {},
+            choice={"finish_reason": choice.get("finish_reason", "stop")},
+            usage=completion.get("usage"),
+        )
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    # ---- /v1/audio/transcriptions --------------------------------------------------------
+
+    async def transcribe(self, request: web.Request) -> web.Response:
+        fields, upload = _multipart(
+            request.headers.get("Content-Type", ""), await read_body(request)
+        )
+        if upload is None:
+            raise ApiError(400, "bad_request", "file: an audio file upload is required")
+        cached = await self._find(fields.get("model"), STT_ENGINES, "speech-to-text")
+        data, content_type = upload
+        key, url = self.api.offer_input(data, content_type)
+        task: dict[str, Any] = {"kind": "audio_stt", "inputUrl": url}
+        if fields.get("language"):
+            task["language"] = fields["language"]
+        if fields.get("prompt"):
+            task["prompt"] = fields["prompt"]
+        try:
+            _, result = await self._run(cached, task)
+        finally:
+            self.api.drop_input(key)
+        if not isinstance(result, JsonResult) or not isinstance(result.value, dict):
+            raise ApiError(500, "engine_error", "the speech-to-text engine gave no transcript")
+        value = result.value
+        response_format = fields.get("response_format") or "json"
+        if response_format == "text":
+            return web.Response(text=str(value.get("text", "")))
+        if response_format == "verbose_json":
+            return web.json_response({"task": "transcribe", **value})
+        if response_format != "json":
+            raise ApiError(
+                400, "bad_request", f"response_format {response_format} is not supported"
+            )
+        return web.json_response({"text": value.get("text", "")})
+
+    # ---- /v1/audio/speech ----------------------------------------------------------------
+
+    async def speech(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        text = body.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "bad_request", "input: the text to speak is required")
+        fmt = str(body.get("response_format") or "wav")
+        ext = SPEECH_FORMATS.get(fmt)
+        if ext is None:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"response_format {fmt} is not supported: use wav, mp3, flac or ogg",
+            )
+        task: dict[str, Any] = {"kind": "audio_tts", "text": text, "ext": ext}
+        voice = body.get("voice")
+        if isinstance(voice, str) and voice:
+            task["voice"] = voice
+        if body.get("speed") is not None:
+            task["speed"] = body["speed"]
+        cached = await self._find(body.get("model"), TTS_ENGINES, "text-to-speech")
+        _, result = await self._run(cached, task)
+        if not isinstance(result, BinaryResult):
+            raise ApiError(500, "engine_error", "the text-to-speech engine gave no audio")
+        content_type = AUDIO_TYPES.get(result.ext, "application/octet-stream")
+        return web.Response(body=result.data, content_type=content_type)
+
+    # ---- /v1/images/generations ----------------------------------------------------------
+
+    async def images(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ApiError(400, "bad_request", "prompt: required")
+        if (body.get("response_format") or "b64_json") != "b64_json":
+            raise ApiError(400, "bad_request", "response_format: only b64_json is supported")
+        n = body.get("n") or 1
+        if not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
+            raise ApiError(400, "bad_request", f"n: must be 1 to {MAX_IMAGES}")
+        width, height = _size(body.get("size"))
+        task: dict[str, Any] = {
+            "kind": "image",
+            "prompt": prompt,
+            "width": width,
+            "height": height,
+            "ext": "png",
+        }
+        for key, wire in (
+            ("negative_prompt", "negativePrompt"),
+            ("steps", "steps"),
+            ("seed", "seed"),
+            ("cfg_scale", "cfgScale"),
+        ):
+            if body.get(key) is not None:
+                task[wire] = body[key]
+        cached = await self._find(body.get("model"), IMAGE_ENGINES, "image")
+        data = []
+        for index in range(n):
+            if index and isinstance(task.get("seed"), int):
+                task["seed"] += 1
+            _, result = await self._run(cached, task)
+            if not isinstance(result, BinaryResult):
+                raise ApiError(500, "engine_error", "the image engine gave no image")
+            data.append({"b64_json": base64.b64encode(result.data).decode("ascii")})
+        return web.json_response({"created": int(time.time()), "data": data})
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in error["loc"])
+    return f"{loc}: {error['msg']}"
+
+
+def _multipart(content_type: str, raw: bytes) -> tuple[dict[str, str], tuple[bytes, str] | None]:
+    """The text fields and the `file` part (bytes, content type) of a multipart body."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(400, "bad_request", "the body must be multipart/form-data")
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+    if not message.is_multipart():
+        raise ApiError(400, "bad_request", "the multipart body could not be read")
+    fields: dict[str, str] = {}
+    upload: tuple[bytes, str] | None = None
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(payload, bytes):
+            continue
+        if name == "file":
+            upload = (payload, part.get_content_type() or "application/octet-stream")
+        else:
+            fields[name] = payload.decode("utf-8", errors="replace")
+    return fields, upload
