@@ -9,7 +9,7 @@ from aiohttp import web
 
 BUSY_MESSAGE = "worker is busy with another job (studio or local); retry shortly"
 RETRY_AFTER_S = 2
-BODY_CAP_KEY = "studio_worker.body_cap"
+BODY_CAP_KEY = web.RequestKey("body_cap", int)
 
 
 class ApiError(Exception):
