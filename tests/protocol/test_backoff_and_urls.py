@@ -4,7 +4,14 @@ import pytest
 
 from studio_worker.protocol.backoff import GiveUp, ReconnectPolicy, Retry, Terminal, backoff_ms
 from studio_worker.protocol.outcomes import EndKind, SessionEnd
-from studio_worker.protocol.urls import BaseUrlError, http_url, register_request_url, ws_url
+from studio_worker.protocol.urls import (
+    BaseUrlError,
+    display_url,
+    download_allowed,
+    http_url,
+    register_request_url,
+    ws_url,
+)
 
 DROP = SessionEnd(EndKind.DISCONNECTED)
 DROP_AFTER_WELCOME = SessionEnd(EndKind.DISCONNECTED, reached_welcome=True)
@@ -82,3 +89,28 @@ def test_invalid_base_urls(base: str) -> None:
 def test_unsupported_ws_scheme() -> None:
     with pytest.raises(BaseUrlError, match="unsupported scheme: ftp"):
         ws_url("ftp://host/", "w")
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://cdn.example/m.gguf", True),
+        ("http://127.0.0.1:8080/m.gguf", True),
+        ("http://127.9.9.9/m", True),
+        ("http://localhost/m", True),
+        ("http://[::1]:9/m", True),
+        ("http://cdn.example/m.gguf", False),
+        ("ftp://127.0.0.1/m", False),
+        ("file:///etc/passwd", False),
+        ("https:///no-host", False),
+        ("http://[::1/unclosed", False),  # malformed: refused, never an exception
+        ("", False),
+    ],
+)
+def test_download_guard(url: str, allowed: bool) -> None:
+    assert download_allowed(url) is allowed
+
+
+def test_display_url_drops_query_tokens() -> None:
+    assert display_url("https://cdn.example/m.gguf?sig=secret#x") == "https://cdn.example/m.gguf"
+    assert display_url("http://[::1/unclosed?x") == "http://[::1/unclosed?x"

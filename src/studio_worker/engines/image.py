@@ -58,7 +58,7 @@ from studio_worker.domain.tasks import (
     ModelFile,
     VideoTask,
 )
-from studio_worker.engines.base import Progress
+from studio_worker.engines.base import Progress, ThrottledProgress
 from studio_worker.engines.inputs import display_url, fetch_input
 from studio_worker.engines.video import NEXT_FRAME_STRENGTH, encode_video, plan_video
 
@@ -72,7 +72,6 @@ WILDCARD = "sd-cpp:*"
 MAX_INPUT_BYTES = 32 * 1024 * 1024
 MAX_INPUT_PIXELS = 64 * 1024 * 1024
 FETCH_TIMEOUT_S = 60.0
-PROGRESS_EVERY_S = 0.25
 # Parameter resolution (behaviour §6.2)
 DEFAULT_SIDE = 1024
 DEFAULT_STEPS = 8
@@ -357,18 +356,6 @@ def decode_image(data: bytes, *, what: str, url: str) -> Image.Image:
 # ---------------------------------------------------------------------------------------
 
 
-class _Throttle:
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._last = 0.0
-
-    def __call__(self, fraction: float, note: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last >= PROGRESS_EVERY_S:
-            self._last = now
-            self._progress(max(0.0, min(1.0, fraction)), note)
-
-
 @dataclass(frozen=True, slots=True)
 class _Inputs:
     init: Image.Image | None = None
@@ -418,7 +405,7 @@ class SdCppEngine:
             self._sd.close()
         self._sd, self._key = None, None
 
-    def _ensure(self, options: LoadOptions, progress: _Throttle) -> Any:
+    def _ensure(self, options: LoadOptions, progress: ThrottledProgress) -> Any:
         if options == self._key:
             return self._sd
         self._unload()
@@ -466,7 +453,7 @@ class SdCppEngine:
             claim.model_source.files, model_paths, cli, n_threads=self._n_threads
         )
         sample = sample_options(task, cli)
-        throttle = _Throttle(progress)
+        throttle = ThrottledProgress(progress)
         _check(cancel)
         if isinstance(task, ImageTask):
             strength = strength_of(task)
@@ -494,7 +481,7 @@ class SdCppEngine:
         return self._run_video(task, options, sample, throttle, cancel)
 
     def _fetch_inputs(
-        self, task: ImageTask, progress: _Throttle, cancel: threading.Event
+        self, task: ImageTask, progress: ThrottledProgress, cancel: threading.Event
     ) -> _Inputs:
         """Download and decode the task's images; any failure fails the job."""
         ref = init = mask = None
@@ -515,7 +502,7 @@ class SdCppEngine:
         )
 
     def _fetch(
-        self, url: str, what: str, progress: _Throttle, cancel: threading.Event
+        self, url: str, what: str, progress: ThrottledProgress, cancel: threading.Event
     ) -> Image.Image:
         _check(cancel)
         progress(0.0, f"fetching {what}", force=True)
@@ -534,7 +521,7 @@ class SdCppEngine:
         seed: int,
         inputs: _Inputs,
         strength: float,
-        progress: _Throttle,
+        progress: ThrottledProgress,
         cancel: threading.Event,
         span: tuple[float, float],
         note: str = "",
@@ -599,7 +586,7 @@ class SdCppEngine:
         task: VideoTask,
         options: LoadOptions,
         sample: SampleOptions,
-        progress: _Throttle,
+        progress: ThrottledProgress,
         cancel: threading.Event,
     ) -> JobResult:
         plan = plan_video(task, sample.width, sample.height)

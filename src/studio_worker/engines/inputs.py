@@ -8,39 +8,23 @@ body streams in, so an oversized input never sits whole in memory.
 
 from __future__ import annotations
 
-import ipaddress
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
 from studio_worker import user_agent
 from studio_worker.domain.results import JobError
+from studio_worker.protocol.urls import display_url, download_allowed
+
+__all__ = ["check_url", "display_url", "fetch_input"]
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def display_url(url: str) -> str:
-    """The URL without its query and fragment: signed URLs carry tokens there."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else url
-
-
 def check_url(url: str, *, what: str = "input") -> None:
     """Raise a non-retryable JobError unless `url` passes the download guard."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    if not host or (scheme != "https" and not (scheme == "http" and _is_loopback(host))):
+    if not download_allowed(url):
         raise JobError(
             f"{what} URL must use https (loopback http is allowed for tests/mirrors): "
             f"{display_url(url)}",

@@ -28,14 +28,13 @@ from typing import Any, BinaryIO
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim, LlmTask, ModelFile
-from studio_worker.engines.base import Progress
+from studio_worker.engines.base import Progress, ThrottledProgress
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger(f"{__name__}.llama_cpp")
 
 DEFAULT_CONTEXT = 8192
 WILDCARD = "llama-cpp:*"
-PROGRESS_EVERY_S = 0.25
 # Sampling defaults of llama.cpp itself, used when the task does not set them.
 TOP_K = 40
 TOP_P = 0.95
@@ -299,18 +298,6 @@ def _json_schema_text(schema: Any) -> str:
     return json.dumps(schema)
 
 
-class _Throttle:
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._last = 0.0
-
-    def __call__(self, fraction: float, note: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last >= PROGRESS_EVERY_S:
-            self._last = now
-            self._progress(max(0.0, min(1.0, fraction)), note)
-
-
 @dataclass(frozen=True, slots=True)
 class _Key:
     path: Path
@@ -374,7 +361,7 @@ class LlamaEngine:
 
         return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
-    def _ensure(self, path: Path, wanted_ctx: int, progress: _Throttle) -> tuple[Any, int]:
+    def _ensure(self, path: Path, wanted_ctx: int, progress: ThrottledProgress) -> tuple[Any, int]:
         """The loaded model for `path` and its context size, loading it when not resident."""
         try:
             trained = gguf_trained_context(path)
@@ -436,7 +423,7 @@ class LlamaEngine:
             raise CannotServe(f"llama engine cannot serve {task.kind} tasks")
         path = llm_file(claim.model_source.files, model_paths)
         wanted_ctx = claim.model_source.cli_defaults.context_size or DEFAULT_CONTEXT
-        throttle = _Throttle(progress)
+        throttle = ThrottledProgress(progress)
         with self._lock:
             if cancel.is_set():
                 raise JobError("cancelled", retryable=True)
@@ -519,7 +506,7 @@ class LlamaEngine:
         *,
         n_ctx: int,
         stops: list[str],
-        progress: _Throttle,
+        progress: ThrottledProgress,
         cancel: threading.Event,
     ) -> Completion:
         import llama_cpp

@@ -8,8 +8,9 @@ passes, else the status and the plain-text body to answer.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from urllib.parse import urlsplit
+
+from studio_worker.protocol.urls import is_loopback
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_MEDIA_BODY_BYTES = 64 * 1024 * 1024
@@ -21,13 +22,7 @@ UNAUTHORIZED = (
 
 
 def is_loopback_host(host: str) -> bool:
-    host = host.strip().lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host.strip())
 
 
 def _split_host_port(value: str) -> str | None:

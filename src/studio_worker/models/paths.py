@@ -8,12 +8,13 @@ attack, never something to repair silently).
 
 from __future__ import annotations
 
-import ipaddress
 import ntpath
 import re
-from urllib.parse import urlsplit
 
 from studio_worker.models.errors import ModelError
+from studio_worker.protocol.urls import display_url, download_allowed, is_loopback
+
+__all__ = ["check_filename", "check_url", "display_url", "is_loopback", "sanitise_id"]
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -46,33 +47,9 @@ def check_filename(name: str) -> str:
     return name
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def display_url(url: str) -> str:
-    """The URL without query and fragment: signed CDN URLs carry tokens there."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else url
-
-
 def check_url(url: str, *, what: str = "model file") -> str:
     """Return `url` when it is https (or plain http to loopback), else raise (not retryable)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:  # a malformed netloc, e.g. an unclosed IPv6 bracket
-        host, parts = "", urlsplit("")
-    scheme = parts.scheme.lower()
-    if host and (scheme == "https" or (scheme == "http" and is_loopback(host))):
+    if download_allowed(url):
         return url
     raise ModelError(
         f"{what} URL must use https (loopback http is allowed for tests/mirrors): "

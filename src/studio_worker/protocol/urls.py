@@ -1,7 +1,8 @@
-"""Studio URL construction (protocol §1.2-§1.3), pure."""
+"""Studio URL construction (protocol §1.2-§1.3) and the download URL guard (§9), pure."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,3 +72,37 @@ class StudioLink:
 
     def __repr__(self) -> str:  # never print the token
         return f"StudioLink(base_url={self.base_url!r}, worker_id={self.worker_id!r})"
+
+
+# ---- downloads (protocol §9): models, job inputs, update feeds -------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1 (brackets allowed)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def download_allowed(url: str) -> bool:
+    """https anywhere, plain http only to loopback (tests and local mirrors)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # a malformed netloc, e.g. an unclosed IPv6 bracket
+        return False
+    scheme = parts.scheme.lower()
+    return bool(host) and (scheme == "https" or (scheme == "http" and is_loopback(host)))
+
+
+def display_url(url: str) -> str:
+    """The URL without its query and fragment: signed URLs carry tokens there."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else url
