@@ -31,6 +31,7 @@ from studio_worker.localapi import LocalApi, LocalApiDeps, LogRing
 from studio_worker.models import DownloadProgress, ModelStore
 from studio_worker.platform import sysinfo, updater
 from studio_worker.platform.lock import DaemonLock
+from studio_worker.platform.telemetry import init_telemetry
 from studio_worker.protocol.outcomes import AUTH_FAILED_HINT, EndKind
 from studio_worker.registration.client import RegistrationClient
 from studio_worker.results.uploader import ResultUploader
@@ -248,6 +249,7 @@ class Daemon:
                 )
             )
             await self.local_api.start()
+            self.redactor.register(self.local_api.token)  # generated per start when unset
             async with asyncio.TaskGroup() as group:
                 jobs = group.create_task(dispatcher.run(), name="dispatcher")
                 watch = group.create_task(self._watch_config(), name="config-watch")
@@ -329,6 +331,7 @@ def run_daemon(config_path: Path | None) -> int:
     """Entry of `studio-worker run`."""
     redactor = SecretRedactor()
     setup_logging(redactor)
+    init_telemetry(redactor)  # opt-in: only with SENTRY_DSN
     tuning = DaemonTuning(registration_tick_s=registration_poll_s(os.environ))
     daemon = Daemon(config_path or default_config_path(), redactor=redactor, tuning=tuning)
     code = asyncio.run(_with_signals(daemon))

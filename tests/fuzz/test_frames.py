@@ -142,7 +142,6 @@ HOSTILE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RecursionError / ValueError escape the decoder")
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_hostile_frames_are_frame_errors(decoder: Any, name: str) -> None:

@@ -49,7 +49,7 @@ def check_host(host: str | None) -> tuple[int, str] | None:
         return None
     name = _split_host_port(host)
     if name is None or not is_loopback_host(name):
-        return 403, f'forbidden: non-loopback Host header "{host}"'
+        return 403, f'forbidden: non-loopback Host header "{printable(host)}"'
     return None
 
 
@@ -60,12 +60,17 @@ def check_origin(origin: str | None) -> tuple[int, str] | None:
         parts = urlsplit(origin.strip())
         host = parts.hostname
         parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        host = None
-    ok = parts.scheme in ("http", "https") and host is not None and is_loopback_host(host)
+        ok = parts.scheme in ("http", "https") and host is not None and is_loopback_host(host)
+    except ValueError:  # an unclosed bracket, a bad port
+        ok = False
     if not ok:
-        return 403, f'forbidden: cross-site request from Origin "{origin}"'
+        return 403, f'forbidden: cross-site request from Origin "{printable(origin)}"'
     return None
+
+
+def printable(value: str) -> str:
+    """A header value safe to quote back: undecodable bytes as escapes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def check_bearer(authorization: str | None, token: str) -> tuple[int, str] | None:
@@ -75,7 +80,9 @@ def check_bearer(authorization: str | None, token: str) -> tuple[int, str] | Non
             if authorization.startswith(prefix):
                 presented = authorization[len(prefix) :].strip()
                 break
-    if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
+    if not presented or not hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), token.encode()
+    ):
         return 401, UNAUTHORIZED
     return None
 

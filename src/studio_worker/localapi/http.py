@@ -59,6 +59,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         value = json.loads(raw or b"{}")
     except ValueError as exc:
         raise ApiError(400, "bad_request", f"bad json: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "bad_request", "bad json: nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request", "bad json: the body must be a JSON object")
     return value

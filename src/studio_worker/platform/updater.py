@@ -41,6 +41,7 @@ import platform
 import re
 import shutil
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -640,6 +641,16 @@ class _Check:
     meta: Any = None
 
 
+def harden_archive_extraction() -> None:
+    """Make every tar extraction in this process refuse entries that would land outside
+    the target folder (`..`, absolute paths, links out, devices): PEP 706's `data` filter
+    as the default. tufup unpacks with `shutil.unpack_archive` and no filter; signed
+    archives should never hold such entries, and now they cannot act on them either.
+    (zip extraction in `shutil` already drops `..` and absolute parts.)"""
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+        tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter)
+
+
 class Updater:
     """The auto-update loop of the daemon (`run`), and one-shot `check_now`/`update_now`.
 
@@ -663,6 +674,7 @@ class Updater:
         tick_s: float = TICK_S,
         min_interval_s: float = MIN_INTERVAL_S,
     ) -> None:
+        harden_archive_extraction()
         self.layout = layout if isinstance(layout, InstallLayout) else None
         self._not_installed = layout if isinstance(layout, str) else "no install layout"
         self._settings = settings

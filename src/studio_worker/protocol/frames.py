@@ -162,6 +162,8 @@ def _parse_object(text: str | bytes) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FrameError(f"frame is not JSON: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep, an integer too long
+        raise FrameError(f"frame is not readable JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise FrameError("frame is not a JSON object")
     if not isinstance(data.get("type"), str):
