@@ -137,6 +137,11 @@ ALWAYS_SKIP = (
     "*.testing",
     "numpy.f2py",
     "numpy.distutils",
+    # httpx's command-line client (and through it pygments, ~320 C files): the worker only
+    # uses the library; httpx falls back to a stub `main` when the import fails
+    "httpx._main",
+    "pygments",
+    "rich",
 )
 HUB_SKIP = "huggingface_hub"
 """Models come from the studio, not model hubs; faster_whisper imports it at module level, so

@@ -132,6 +132,7 @@ def test_core_command() -> None:
     # no engine, no hub, no dev tools in the core binary
     assert {"llama_cpp", "faster_whisper", "stable_diffusion_cpp", "piper", "numpy"} <= skipped
     assert {"huggingface_hub", "pytest", "_pytest", "mypy", "ruff", "*.tests"} <= skipped
+    assert {"httpx._main", "pygments"} <= skipped
     assert not set(values(argv, "include-package")) & skipped
 
 
