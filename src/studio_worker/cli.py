@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ from studio_worker.studio.commands import studio_group
 log = logging.getLogger(__name__)
 
 BUILD_VARIANT = "cpu"
+
+
+def _build_variant() -> str:
+    """cpu/cuda/metal from the `.variant` file next to a built binary (build/build.py)."""
+    if "__compiled__" not in globals() and not getattr(sys, "frozen", False):
+        return BUILD_VARIANT
+    try:
+        recorded = (Path(sys.executable).resolve().parent / ".variant").read_text().strip()
+    except OSError:
+        return BUILD_VARIANT
+    return recorded if recorded in {"cpu", "cuda", "metal"} else BUILD_VARIANT
+
+
 AUTO_REGISTER_HINT = "run `studio-worker run` or `studio-worker ui` to auto-register"
 PAUSED_MESSAGE = "claiming paused: the worker rejects new offers until `studio-worker enable`"
 
@@ -77,7 +91,7 @@ pass_obj = click.make_pass_decorator(_Obj)
     "(every other state file lives next to it).",
 )
 @click.version_option(
-    __version__, prog_name=AGENT_NAME, message=f"%(prog)s %(version)s ({BUILD_VARIANT})"
+    __version__, prog_name=AGENT_NAME, message=f"%(prog)s %(version)s ({_build_variant()})"
 )
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
