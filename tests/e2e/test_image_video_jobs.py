@@ -8,8 +8,6 @@ and is stored by the studio with its ext, MIME type and size.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import os
 import shutil
@@ -20,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live_worker import stored, studio_and_worker
 from PIL import Image
 
-from studio_worker.app import Daemon, DaemonTuning
-from studio_worker.config.settings import Settings
-from studio_worker.config.store import ConfigStore
+from studio_worker.app import Daemon
 from studio_worker.engines.host import HostedEngine
 from studio_worker.studio.records import JobRecord
 from studio_worker.studio.server import StudioServer
@@ -79,36 +76,12 @@ def shelve(source: Path, shelf: Path) -> None:
 
 @pytest.fixture
 async def rig(tmp_path: Path, tiny: TinySd) -> AsyncIterator[Rig]:
-    studio = StudioServer(tmp_path / "studio")
-    for _, path in tiny.files():
-        shelve(path, studio.shelf.root)
-    base_url = await studio.start()
-    config = tmp_path / "worker" / "config.toml"
-    models_root = tmp_path / "models"
-    ConfigStore(config).save(
-        Settings(api_base_url=base_url, models_root=models_root, auto_update_enabled=False)
-    )
-    daemon = Daemon(config, tuning=DaemonTuning(registration_tick_s=0.2))
-    worker = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(30):
-            while not studio.pending_requests():
-                await asyncio.sleep(0.05)
-        studio.approve(studio.pending_requests()[0].id)
+    def stock(shelf: Path) -> None:
+        for _, path in tiny.files():
+            shelve(path, shelf)
+
+    async with studio_and_worker(tmp_path, stock) as (studio, daemon, models_root):
         yield Rig(studio, daemon, models_root, tiny)
-    finally:
-        daemon.stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(worker, 20)
-        await studio.stop()
-
-
-def stored(job: JobRecord) -> bytes:
-    assert job.status == "done", job.error
-    assert job.result_path is not None
-    data = Path(job.result_path).read_bytes()
-    assert job.size == len(data) > 0
-    return data
 
 
 async def test_image_and_video_jobs_end_to_end(rig: Rig) -> None:

@@ -10,7 +10,6 @@ back a sentence spoken by a real piper voice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -22,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live_worker import studio_and_worker
 
-from studio_worker.app import Daemon, DaemonTuning
-from studio_worker.config.settings import Settings
-from studio_worker.config.store import ConfigStore
+from studio_worker.app import Daemon
 from studio_worker.engines.host import HostedEngine
 from studio_worker.studio.records import JobRecord
 from studio_worker.studio.server import StudioServer
@@ -79,27 +77,11 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def rig(tmp_path: Path, tiny_gguf: Path) -> AsyncIterator[Rig]:
-    studio = StudioServer(tmp_path / "studio")
-    shutil.copy(tiny_gguf, studio.shelf.root / "tiny.gguf")
-    base_url = await studio.start()
-    config = tmp_path / "worker" / "config.toml"
-    models_root = tmp_path / "models"
-    ConfigStore(config).save(
-        Settings(api_base_url=base_url, models_root=models_root, auto_update_enabled=False)
-    )
-    daemon = Daemon(config, tuning=DaemonTuning(registration_tick_s=0.2))
-    worker = asyncio.create_task(daemon.run())
-    try:
-        async with asyncio.timeout(30):
-            while not studio.pending_requests():
-                await asyncio.sleep(0.05)
-        studio.approve(studio.pending_requests()[0].id)
+    def stock(shelf: Path) -> None:
+        shutil.copy(tiny_gguf, shelf / "tiny.gguf")
+
+    async with studio_and_worker(tmp_path, stock) as (studio, daemon, models_root):
         yield Rig(studio, daemon, models_root)
-    finally:
-        daemon.stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(worker, 20)
-        await studio.stop()
 
 
 def answer(job: JobRecord) -> str:

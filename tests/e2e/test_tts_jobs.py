@@ -7,8 +7,6 @@ uploads the audio by multipart `complete`; the studio stores the file.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import shutil
@@ -20,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live_worker import stored, studio_and_worker
 
-from studio_worker.app import Daemon, DaemonTuning
-from studio_worker.config.settings import Settings
-from studio_worker.config.store import ConfigStore
+from studio_worker.app import Daemon
 from studio_worker.engines.host import HostedEngine
 from studio_worker.studio.records import JobRecord
 from studio_worker.studio.server import StudioServer
@@ -75,37 +72,14 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path, voice: tuple[Path, Path]) -> AsyncIterator[Rig]:
     onnx, config = voice
-    studio = StudioServer(tmp_path / "studio")
-    for path in voice:
-        shutil.copy(path, studio.shelf.root / path.name)
-    base_url = await studio.start()
-    settings = tmp_path / "worker" / "config.toml"
-    models_root = tmp_path / "models"
-    ConfigStore(settings).save(
-        Settings(api_base_url=base_url, models_root=models_root, auto_update_enabled=False)
-    )
-    daemon = Daemon(settings, tuning=DaemonTuning(registration_tick_s=0.2))
-    worker = asyncio.create_task(daemon.run())
     rate = json.loads(config.read_text())["audio"]["sample_rate"]
-    try:
-        async with asyncio.timeout(30):
-            while not studio.pending_requests():
-                await asyncio.sleep(0.05)
-        studio.approve(studio.pending_requests()[0].id)
+
+    def stock(shelf: Path) -> None:
+        for path in voice:
+            shutil.copy(path, shelf / path.name)
+
+    async with studio_and_worker(tmp_path, stock) as (studio, daemon, models_root):
         yield Rig(studio, daemon, models_root, onnx.name, config.name, rate)
-    finally:
-        daemon.stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(worker, 20)
-        await studio.stop()
-
-
-def stored(job: JobRecord) -> bytes:
-    assert job.status == "done", job.error
-    assert job.result_path is not None
-    data = Path(job.result_path).read_bytes()
-    assert job.size == len(data) > 0
-    return data
 
 
 async def test_a_tts_job_is_spoken_uploaded_and_stored_as_wav(rig: Rig) -> None:
