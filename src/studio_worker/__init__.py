@@ -1,11 +1,9 @@
 """studio-worker: a generation worker for the minis.gg studio and self-hosted studios."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("studio-worker")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0"
+# A literal, not importlib.metadata: `studio-worker --version` must not pay for reading the
+# installed distributions (~45 ms) before it can answer. release-please bumps this line with
+# pyproject.toml's version (release-please-config.json, extra-files); a test keeps them equal.
+__version__ = "0.5.0"  # x-release-please-version
 
 AGENT_NAME = "studio-worker"
 

@@ -1,34 +1,31 @@
 """`studio-worker` command line (behaviour §3): parse, delegate, print.
 
-Config edits go through `ConfigStore`; the daemon lives in `app`, the demo in `demo`
-(both imported inside their command so plain config commands start fast). Errors the
-operator can fix print one `error: …` line on stderr and exit 1, without a traceback.
+Config edits go through `ConfigStore`; the daemon lives in `app`, the demo in `demo`.
+Start-up cost matters (`--version` is the start-time benchmark, and every service start
+pays it): this module imports only click at load; configuration (pydantic), the daemon and
+the command groups of other modules are imported when their command runs (`LAZY_COMMANDS`).
+Errors the operator can fix print one `error: …` line on stderr and exit 1, without a
+traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import tomli_w
 
 from studio_worker import AGENT_NAME, __version__
-from studio_worker.config.errors import ConfigError
-from studio_worker.config.paths import default_config_path
-from studio_worker.config.redact import redacted
-from studio_worker.config.settings import Settings
-from studio_worker.config.store import ConfigStore
-from studio_worker.models_cli import models_group
-from studio_worker.protocol.registration import Credentials, RegistrationMachine, RegState
-from studio_worker.protocol.urls import BaseUrlError, normalise
-from studio_worker.services_cli import install_service_cmd, uninstall_service_cmd
-from studio_worker.studio.commands import studio_group
+
+if TYPE_CHECKING:
+    from studio_worker.config.settings import Settings
+    from studio_worker.config.store import ConfigStore
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +57,53 @@ class _Obj:
 
     @property
     def store(self) -> ConfigStore:
+        from studio_worker.config.store import ConfigStore
+
         return ConfigStore(self.config_path)
 
 
+# Commands defined in other modules: name -> "module:attribute", imported on first use.
+LAZY_COMMANDS: dict[str, str] = {
+    "studio": "studio_worker.studio.commands:studio_group",
+    "models": "studio_worker.models_cli:models_group",
+    "install-service": "studio_worker.services_cli:install_service_cmd",
+    "uninstall-service": "studio_worker.services_cli:uninstall_service_cmd",
+}
+
+
+def _operator_errors() -> tuple[type[Exception], ...]:
+    from studio_worker.config.errors import ConfigError
+    from studio_worker.protocol.urls import BaseUrlError
+
+    return (ConfigError, BaseUrlError, CommandError)
+
+
 class _Cli(click.Group):
-    """Turns the errors an operator can act on into one line instead of a traceback."""
+    """Loads `LAZY_COMMANDS` on demand and turns the errors an operator can act on into one
+    line instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), target
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, BaseUrlError, CommandError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
         except OSError as exc:
             click.echo(f"error: {exc.strerror or exc}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            if not isinstance(exc, _operator_errors()):
+                raise
+            click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
 
 
@@ -96,6 +126,8 @@ pass_obj = click.make_pass_decorator(_Obj)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """A generation worker for the minis.gg studio and self-hosted studios."""
+    from studio_worker.config.paths import default_config_path
+
     path = config_path.expanduser() if config_path is not None else default_config_path()
     ctx.obj = _Obj(path)
 
@@ -139,6 +171,9 @@ def demo_cmd(output_dir: Path | None, keep: bool) -> None:
 @pass_obj
 def register_cmd(obj: _Obj, api_base_url: str | None, reset: bool) -> None:
     """Prepare registration (no network): the daemon asks the studio on its next start."""
+    from studio_worker.protocol.registration import Credentials
+    from studio_worker.protocol.urls import normalise
+
     store = obj.store
     settings = store.load()
     if reset:
@@ -211,6 +246,10 @@ def set_threshold_cmd(obj: _Obj, gb: float) -> None:
 @pass_obj
 def config_cmd(obj: _Obj, show_secrets: bool) -> None:
     """Print the config file path and its settings (secrets redacted)."""
+    import tomli_w
+
+    from studio_worker.config.redact import redacted
+
     settings = obj.store.load()
     table = settings.to_toml_dict() if show_secrets else redacted(settings)
     click.echo(f"# {obj.config_path}")
@@ -218,6 +257,8 @@ def config_cmd(obj: _Obj, show_secrets: bool) -> None:
 
 
 def _registration_line(settings: Settings) -> str:
+    from studio_worker.protocol.registration import RegistrationMachine, RegState
+
     state = RegistrationMachine(settings.credentials()).state
     if state is RegState.APPROVED:
         return f"approved as {settings.worker_id}"
@@ -227,6 +268,8 @@ def _registration_line(settings: Settings) -> str:
 
 
 def _status_object(config_path: Path, settings: Settings) -> dict[str, Any]:
+    from studio_worker.protocol.registration import RegistrationMachine, RegState
+
     state = RegistrationMachine(settings.credentials()).state
     registration: dict[str, Any] = {"state": state.value}
     if state is RegState.APPROVED:
@@ -252,12 +295,6 @@ def _fmt_gb(gb: float) -> str:
 
 def _fmt_bool(value: bool) -> str:
     return "true" if value else "false"
-
-
-cli.add_command(studio_group)
-cli.add_command(models_group)
-cli.add_command(install_service_cmd)
-cli.add_command(uninstall_service_cmd)
 
 
 def main() -> None:
