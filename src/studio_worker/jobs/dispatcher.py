@@ -103,6 +103,9 @@ class Dispatcher:
                 return Accept(job_id=claim.job_id), lambda: self._note_offer(claim, None)
             verdict = BUSY  # another competitor took the gate since the check
         reply = Reject(job_id=claim.job_id, reason=verdict.reason, code=verdict.code)
+        self._status.offer_declined(
+            claim.job_id, claim.task.kind.value, claim.model, verdict.code.value, verdict.reason
+        )
         return reply, lambda: self._note_offer(claim, verdict.log)
 
     def _note_offer(self, claim: JobOfferClaim, refused: str | None) -> None:

@@ -13,6 +13,7 @@ from studio_worker.domain.logs import rfc3339_millis
 from studio_worker.protocol.outcomes import SessionState
 
 RECENT_JOBS_CAP = 50
+DECLINED_OFFERS_CAP = 20  # "why no jobs": the last offers this worker turned down
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,18 @@ class DownloadRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeclinedOffer:
+    """An offer answered `reject`: the wire code (`paused`, `busy`) and the reason sent."""
+
+    job_id: str
+    kind: str
+    model: str
+    code: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     session_state: SessionState
     session_attempt: int
@@ -56,6 +69,8 @@ class Snapshot:
     recent_jobs: tuple[JobRecord, ...]
     worker_id: str | None
     downloads: tuple[DownloadRecord, ...] = ()
+    declined: tuple[DeclinedOffer, ...] = ()
+    taken_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         session: dict[str, Any] = {"state": self.session_state.value}
@@ -69,10 +84,13 @@ class Snapshot:
             "heartbeat": self.heartbeat,
             "paused": self.paused,
             "busy": self.current_job is not None,
-            "currentJob": _job_json(self.current_job) if self.current_job else None,
+            "currentJob": _running_json(self.current_job, self.taken_at)
+            if self.current_job
+            else None,
             "recentJobs": [_job_json(job) for job in self.recent_jobs],
             "workerId": self.worker_id,
             "downloads": [_download_json(d) for d in self.downloads],
+            "declinedOffers": [_declined_json(d) for d in self.declined],
         }
 
 
@@ -89,6 +107,29 @@ def _job_json(job: JobRecord) -> dict[str, Any]:
         "elapsedMs": job.elapsed_ms,
         "progress": job.progress,
         "progressNote": job.progress_note,
+    }
+
+
+def _running_json(job: JobRecord, now: datetime | None) -> dict[str, Any]:
+    """A running job, with `elapsedMs` so far (its `startedAt` against the snapshot time)."""
+    out = _job_json(job)
+    if now is not None and job.elapsed_ms is None:
+        try:
+            started = datetime.fromisoformat(job.started_at.replace("Z", "+00:00"))
+        except ValueError:
+            return out
+        out["elapsedMs"] = max(0, int((now - started).total_seconds() * 1000))
+    return out
+
+
+def _declined_json(offer: DeclinedOffer) -> dict[str, Any]:
+    return {
+        "jobId": offer.job_id,
+        "kind": offer.kind,
+        "model": offer.model,
+        "code": offer.code,
+        "reason": offer.reason,
+        "at": offer.at,
     }
 
 
@@ -116,6 +157,9 @@ class _State:
     recent_jobs: deque[JobRecord] = field(default_factory=lambda: deque(maxlen=RECENT_JOBS_CAP))
     worker_id: str | None = None
     downloads: dict[tuple[str, str], DownloadRecord] = field(default_factory=dict)
+    declined: deque[DeclinedOffer] = field(
+        default_factory=lambda: deque(maxlen=DECLINED_OFFERS_CAP)
+    )
 
 
 class StatusStore:
@@ -137,6 +181,8 @@ class StatusStore:
                 tuple(s.recent_jobs),
                 s.worker_id,
                 tuple(s.downloads.values()),
+                tuple(s.declined),
+                datetime.now(UTC),
             )
 
     @property
@@ -211,6 +257,20 @@ class StatusStore:
             self._s.downloads[key] = DownloadRecord(
                 model, filename, done, total, rate_bps, eta_s, _ts(at)
             )
+
+    def offer_declined(
+        self,
+        job_id: str,
+        kind: str,
+        model: str,
+        code: str,
+        reason: str,
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Remember a rejected offer, newest first (the dashboard's "why no jobs")."""
+        with self._lock:
+            self._s.declined.appendleft(DeclinedOffer(job_id, kind, model, code, reason, _ts(at)))
 
     def job_finished(self, job_id: str, outcome: str, elapsed_ms: int, error: str | None) -> None:
         with self._lock:
