@@ -68,7 +68,10 @@ def test_status_bootstraps_and_prints_lines(cfg: Path, monkeypatch: pytest.Monke
     result = invoke(cfg, "status")
     assert result.exit_code == 0
     assert cfg.exists()
-    assert result.output.splitlines() == [
+    lines = result.output.splitlines()
+    # pytest does not run from an installed layout: self-update is off, and says why
+    assert lines.pop(7).startswith("last_update_check: self-update is off for this install: ")
+    assert lines == [
         f"config path: {cfg}",
         "api_base_url: https://studio.minis.gg/",
         "registration: not registered (will auto-register on next launch)",
@@ -110,6 +113,9 @@ def test_status_registration_states(
 def test_status_json(cfg: Path) -> None:
     ConfigStore(cfg).save(Settings(paused=True, vram_threshold_gb=7.5, models_root=Path("/m")))
     data = json.loads(invoke(cfg, "status", "--json").output)
+    update = data.pop("update")
+    assert update["lastCheck"] is None
+    assert update["whyOff"].startswith("self-update is off for this install: ")
     assert data == {
         "config_path": str(cfg),
         "api_base_url": "https://studio.minis.gg/",

@@ -246,6 +246,7 @@ class Daemon:
                     stop=self.stop,
                     reset_registration=registration.request_reset,
                     vram_total_gb=lambda: self._vram,
+                    updater=auto_update,
                 )
             )
             await self.local_api.start()

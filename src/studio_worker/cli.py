@@ -68,6 +68,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "models": "studio_worker.models_cli:models_group",
     "install-service": "studio_worker.services_cli:install_service_cmd",
     "uninstall-service": "studio_worker.services_cli:uninstall_service_cmd",
+    "check-update": "studio_worker.update_cli:check_update_cmd",
+    "update": "studio_worker.update_cli:update_cmd",
 }
 
 
@@ -193,9 +195,13 @@ def register_cmd(obj: _Obj, api_base_url: str | None, reset: bool) -> None:
 @pass_obj
 def status_cmd(obj: _Obj, as_json: bool) -> None:
     """Show the configuration and registration state (never secrets)."""
+    from studio_worker.update_cli import status_fields
+
     settings = obj.store.load()
+    update_line, update_object = status_fields()
     if as_json:
-        click.echo(json.dumps(_status_object(obj.config_path, settings), indent=2))
+        body = {**_status_object(obj.config_path, settings), "update": update_object}
+        click.echo(json.dumps(body, indent=2))
         return
     lines = [
         ("config path", str(obj.config_path)),
@@ -205,6 +211,7 @@ def status_cmd(obj: _Obj, as_json: bool) -> None:
         ("models_root", str(settings.models_root)),
         ("auto_update", _fmt_bool(settings.auto_update_enabled)),
         ("update_interval", f"{settings.auto_update_interval_secs}s"),
+        ("last_update_check", update_line),
         ("claiming", "paused" if settings.paused else "enabled"),
     ]
     for key, value in lines:

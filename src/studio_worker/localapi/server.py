@@ -40,8 +40,10 @@ from studio_worker.localapi import guards
 from studio_worker.localapi.http import BODY_CAP_KEY, ApiError, TextError, json_error, read_json
 from studio_worker.localapi.inference import Inference
 from studio_worker.localapi.logring import LogRing
+from studio_worker.localapi.update_routes import UpdateRoutes
 from studio_worker.models import ModelError, ModelNotCached, ModelStore
 from studio_worker.models.store import disk_free_bytes
+from studio_worker.platform.updater import Updater
 from studio_worker.status.store import StatusStore
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class LocalApiDeps:
     stop: asyncio.Event
     reset_registration: Callable[[], bool] = lambda: False
     vram_total_gb: Callable[[], float] = lambda: 0.0
+    updater: Updater | None = None
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -291,6 +294,7 @@ class LocalApi:
         add.add_delete("/models/{engine}/{model}", self.delete_model)
         add.add_get("/_inputs/{key}", self.one_shot_input)
         self.inference.routes(app)
+        UpdateRoutes(self.deps).routes(app)
 
     async def healthz(self, request: web.Request) -> web.Response:
         try:

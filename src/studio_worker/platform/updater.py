@@ -474,8 +474,8 @@ def mark_healthy(layout: InstallLayout) -> None:
                 cached.unlink(missing_ok=True)
 
 
-def last_check_summary(layout: InstallLayout) -> str | None:
-    """For `studio-worker status`: `last update check <when>: <outcome line>`."""
+def last_check(layout: InstallLayout) -> tuple[str, Result] | None:
+    """When the last check (or install) ran and its result, from `state.json`."""
     entry = load_state(layout.state_path).last_check
     if not entry:
         return None
@@ -486,9 +486,18 @@ def last_check_summary(layout: InstallLayout) -> str | None:
             latest=entry.get("latest"),
             detail=entry.get("detail", ""),
         )
-    except KeyError:
+    except (KeyError, TypeError):
         return None
-    return f"last update check {entry.get('at', '?')}: {result.describe()}"
+    return str(entry.get("at", "?")), result
+
+
+def last_check_summary(layout: InstallLayout) -> str | None:
+    """For `studio-worker status`: `last update check <when>: <outcome line>`."""
+    found = last_check(layout)
+    if found is None:
+        return None
+    at, result = found
+    return f"last update check {at}: {result.describe()}"
 
 
 def _iso(moment: float) -> str:
@@ -549,7 +558,24 @@ class Result:
         if self.outcome in ("available", "installed"):
             verb = "installed" if self.outcome == "installed" else "available"
             return f"update {verb}: {self.current} -> {self.latest}"
+        if self.outcome in ("off", "skipped"):
+            return self.detail  # already a sentence: `self-update is off…`, `update … skipped…`
         return f"{self.outcome}: {self.detail}"
+
+    @property
+    def ok(self) -> bool:
+        """The check or install did what was asked (`check-update` and `update` exit 0)."""
+        return self.outcome in ("up-to-date", "available", "installed", "skipped")
+
+    def to_json(self) -> dict[str, Any]:
+        """The local API's answer (`POST /daemon/update/check|install`) and `status --json`."""
+        return {
+            "outcome": self.outcome,
+            "message": self.describe(),
+            "current": self.current,
+            "latest": self.latest,
+            "detail": self.detail,
+        }
 
 
 class _Stopped(Exception):
