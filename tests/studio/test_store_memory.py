@@ -56,9 +56,20 @@ def test_held_jobs_read_the_same_as_before_and_come_back_queued_after_a_crash(
     assert [q.id for q in store.queued_page()] == [waiting]
     assert [q.id for q in store.queued_page(limit=1)] == [waiting]
 
-    crashed = _reopened(path)  # offered/running are not durable: back in the queue
+    crashed = _reopened(path)  # offered is not durable: back in the queue
     assert {j.id for j in crashed.list_jobs("queued")} == {offered, running, waiting}
-    assert all(j.attempts == 0 and j.worker_id is None for j in crashed.list_jobs())
+    assert all(j.attempts == 0 for j in crashed.list_jobs())
+    # running keeps only its worker, so the studio can hold it again for that worker
+    assert {j.id: j.worker_id for j in crashed.list_jobs()} == {
+        offered: None,
+        running: "w_b",
+        waiting: None,
+    }
+    assert [(j.id, j.status, j.worker_id) for j in crashed.resume_interrupted()] == [
+        (running, JobStatus.RUNNING, "w_b")
+    ]
+    assert [j.id for j in crashed.held_jobs("w_b")] == [running]
+    assert [q.id for q in crashed.queued_page()] == [offered, waiting]
     crashed.close()
     store.close()
 

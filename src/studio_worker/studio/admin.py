@@ -121,7 +121,8 @@ class AdminRoutes:
         job = self._core.get_job(request.match_info["jobId"])
         if job is None:
             raise NotFound(f"unknown job {request.match_info['jobId']}")
-        return web.json_response(job.to_json())
+        deliveries = self._core.jobs.deliveries.get(job.id, 0)
+        return web.json_response({**job.to_json(), "deliveries": deliveries})
 
     async def result(self, request: web.Request) -> web.StreamResponse:
         job = self._core.get_job(request.match_info["jobId"])

@@ -128,6 +128,11 @@ class Hub:
         self._gone_since.pop(session.worker_id, None)
         return old
 
+    def expect_back(self, worker_id: str) -> None:
+        """A worker held a job when the studio stopped: as if it had just disconnected."""
+        if worker_id not in self._sessions:
+            self._gone_since.setdefault(worker_id, self._clock())
+
     def welcomed(self, session: Session) -> None:
         session.welcomed = True
         self.wake()

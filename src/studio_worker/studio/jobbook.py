@@ -22,6 +22,9 @@ class JobBook:
         self._store = store
         self.max_attempts = max_attempts
         self._waiters: dict[str, list[asyncio.Future[JobRecord]]] = {}
+        # Outcomes (result or fail) taken from workers per job, since this studio
+        # started: the fault tests read it to prove nothing is delivered twice.
+        self.deliveries: dict[str, int] = {}
 
     # ---- queries ------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class JobBook:
         return updated
 
     def fail(self, job_id: str, error: str, *, retryable: bool) -> JobRecord:
+        self._delivered(job_id)
         if retryable:
             return self.requeue(job_id, spend=True, error=error)
         job = self._store.get_job(job_id)
@@ -87,6 +91,7 @@ class JobBook:
         return updated
 
     def complete_json(self, job_id: str, result: Any, prompt: str | None) -> JobRecord:
+        self._delivered(job_id)
         updated = self._store.set_job(
             job_id,
             JobStatus.DONE,
@@ -100,6 +105,7 @@ class JobBook:
     def complete_file(
         self, job_id: str, *, path: Path, ext: str, mime: str, size: int, prompt: str
     ) -> JobRecord:
+        self._delivered(job_id)
         updated = self._store.set_job(
             job_id,
             JobStatus.DONE,
@@ -112,6 +118,9 @@ class JobBook:
         )
         self._signal(updated)
         return updated
+
+    def _delivered(self, job_id: str) -> None:
+        self.deliveries[job_id] = self.deliveries.get(job_id, 0) + 1
 
     # ---- waiting ------------------------------------------------------------------
 

@@ -115,6 +115,10 @@ class StudioServer:
         requeued = self.store.requeue_interrupted()
         if requeued:
             log.info("requeued %d job(s) interrupted by the last stop", len(requeued))
+        for job in self.store.resume_interrupted():
+            assert job.worker_id is not None
+            log.info("job %s stays with %s, which ran it before the stop", job.id, job.worker_id)
+            self.hub.expect_back(job.worker_id)
         self._runner = web.AppRunner(self.build_app(), handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)

@@ -7,11 +7,14 @@ returned, and done or failed before the worker gets its `completeAck`/`failAck`.
 Jobs in memory (records handed out are shared: treat them as read-only):
   * held jobs (offered to or running on a worker) live in memory only. Their row keeps
     saying `queued` until the job is done, failed or requeued, and that write carries
-    everything (status, worker, attempts, result) in one commit. Nothing acknowledged
-    rides on these two states: after a stop or a crash the studio puts every offered or
-    running job back in the queue without spending an attempt (`requeue_interrupted`),
-    which is just what the row already says. Reads go through the store, which answers
-    held jobs from memory, so no reader sees the difference.
+    everything (status, worker, attempts, result) in one commit. One thing rides on
+    `running`: the worker that accepted the job, written to the row (which still says
+    `queued`) at the accept. After a stop or a crash an offered job is simply queued
+    again, as its row says; a running one is held again for its worker
+    (`resume_interrupted`), which may deliver it after reconnecting — a late result for
+    a job the studio no longer holds would be a protocol violation (§3.5) — and the
+    hub's stale sweep takes it back if the worker does not return. Reads go through the
+    store, which answers held jobs from memory, so no reader sees the difference.
   * recently queued jobs are cached (bounded), so offering one costs no SQL read.
 """
 
@@ -390,7 +393,9 @@ class Store:
         updated = dataclasses.replace(
             job, **{_FIELD_OF_COLUMN.get(name, name): value for name, value in changes.items()}
         )
-        if status in HELD:  # memory only: see the module docstring
+        if status in HELD:  # memory only, but for the accepting worker: see the docstring
+            if status is JobStatus.RUNNING and job.status is not JobStatus.RUNNING:
+                self._db.execute("UPDATE jobs SET worker_id=? WHERE id=?", (updated.worker_id, jid))
             self._fresh.pop(jid, None)
             self._held[jid] = (rowid, updated)
             return updated
@@ -407,6 +412,21 @@ class Store:
         else:
             self._fresh.pop(jid, None)
         return updated
+
+    def resume_interrupted(self) -> list[JobRecord]:
+        """On start: jobs a worker was running when the studio stopped are held again for
+        that worker (their rows say `queued` with its id); returns them."""
+        rows = self._db.execute(
+            "SELECT rowid AS _rowid, * FROM jobs WHERE status='queued' AND worker_id IS NOT NULL"
+            " ORDER BY rowid"
+        ).fetchall()
+        resumed = []
+        for row in rows:
+            job = dataclasses.replace(_job(row), status=JobStatus.RUNNING)
+            self._fresh.pop(job.id, None)
+            self._held[job.id] = (int(row["_rowid"]), job)
+            resumed.append(job)
+        return resumed
 
     def requeue_interrupted(self) -> list[str]:
         """On start: jobs that were offered/running when the studio stopped go back."""
