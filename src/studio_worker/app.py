@@ -27,6 +27,7 @@ from studio_worker.engines.roster import installed_engines
 from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.jobs.dispatcher import Dispatcher
 from studio_worker.jobs.gate import JobGate
+from studio_worker.jobs.journal import JobJournal
 from studio_worker.localapi import LocalApi, LocalApiDeps, LogRing
 from studio_worker.models import DownloadProgress, ModelStore
 from studio_worker.platform import sysinfo, updater
@@ -191,7 +192,8 @@ class Daemon:
             ",".join(self.engines.names),
             extra={"op": "startup"},
         )
-        gate, outbox = JobGate(), Outbox()
+        journal = JobJournal(state_file(self.config_path, "jobs"))
+        gate, outbox = JobGate(), Outbox(journal)
         async with httpx.AsyncClient() as http:
             models = ModelStore(settings.models_root, http=http, on_progress=self._download)
             dispatcher = Dispatcher(
@@ -204,6 +206,7 @@ class Daemon:
                 crumbs=self.crumbs,
                 link=self.live.link,
                 only_when_idle=lambda: self.live.current.only_when_idle,
+                journal=journal,
             )
             auto_update = updater.Updater(
                 layout=self.install,

@@ -8,6 +8,7 @@ kills a running job. Results leave through the FrameSink (JSON) or the uploader 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from studio_worker.domain.tasks import JobOfferClaim, ModelSource, full_prompt, 
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.jobs.admission import BUSY, Admit, admit
 from studio_worker.jobs.gate import JobGate
+from studio_worker.jobs.journal import JobJournal
 from studio_worker.protocol.frames import Accept, CompleteJson, Fail, Reject
 from studio_worker.protocol.ports import FrameSink
 from studio_worker.protocol.urls import StudioLink
@@ -48,6 +50,7 @@ class ModelFiles(Protocol):
 
 # Engines that make their output from nothing: their model sources are never fetched.
 NO_FILES_ENGINES = frozenset({"synthetic"})
+SHUTDOWN_ERROR = "worker shut down before the job finished"
 
 
 class Dispatcher:
@@ -65,6 +68,7 @@ class Dispatcher:
         presence: Callable[[], str | None] = lambda: None,
         run_blocking: RunBlocking = asyncio.to_thread,
         models: ModelFiles | None = None,
+        journal: JobJournal | None = None,
     ) -> None:
         self._gate = gate
         self._engines = engines
@@ -77,6 +81,9 @@ class Dispatcher:
         self._presence = presence
         self._run_blocking = run_blocking
         self._models = models
+        self._journal = journal
+        self._engine_tasks: dict[str, asyncio.Task[None]] = {}  # jobs not yet settled
+        self._closing = False  # shutting down: every offer is declined busy
         self._queue: asyncio.Queue[JobOfferClaim] = asyncio.Queue()
         self._cancel = threading.Event()
         self._idle = asyncio.Event()
@@ -96,7 +103,7 @@ class Dispatcher:
             paused=self._status.paused,
             only_when_idle=self._only_when_idle(),
             presence=self._presence(),
-            busy=self._gate.busy,
+            busy=self._gate.busy or self._closing,
         )
         if isinstance(verdict, Admit):
             if self._gate.try_reserve(claim.job_id):
@@ -125,6 +132,8 @@ class Dispatcher:
         self._gate.release(claim.job_id)
 
     def start(self, claim: JobOfferClaim) -> None:
+        if self._journal is not None:
+            self._journal.running(claim.job_id)
         self._idle.clear()
         self._queue.put_nowait(claim)
 
@@ -132,11 +141,25 @@ class Dispatcher:
         """Return once no accepted job is waiting or running."""
         await self._idle.wait()
 
+    async def drain(self, grace_s: float) -> None:
+        """Shutdown: decline new offers; give running jobs `grace_s`, then fail them
+        retryable (their engines are asked to stop) so the studio need not wait."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._idle.wait()
+        if not self._engine_tasks:
+            return
+        self._cancel.set()
+        for job_id, task in list(self._engine_tasks.items()):
+            task.cancel()
+            self._fail(job_id, SHUTDOWN_ERROR, True, "dispatch failed")
+
     def refuse_unreadable(self, job_id: str, reason: str) -> None:
         """An offer we cannot read: accept it and fail it terminally, so it never loops."""
         self._crumbs("error", "ws", f"dispatch failed: unreadable offer: {reason}", job_id)
         self._sink.put(Accept(job_id=job_id))
-        self._sink.put(Fail(job_id=job_id, error=f"unreadable offer: {reason}", retryable=False))
+        self._put(Fail(job_id=job_id, error=f"unreadable offer: {reason}", retryable=False))
 
     # ---- running ------------------------------------------------------------------
 
@@ -146,7 +169,8 @@ class Dispatcher:
             async with asyncio.TaskGroup() as group:
                 while True:
                     claim = await self._queue.get()
-                    group.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
+                    task = group.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
+                    self._engine_tasks[claim.job_id] = task
         finally:
             self._cancel.set()
 
@@ -168,6 +192,7 @@ class Dispatcher:
         outcome, error = "failed", None
         try:
             result = await self._execute(claim)
+            self._engine_tasks.pop(job_id, None)  # settled: a shutdown now lets it deliver
             self._gate.release(job_id)  # the GPU is free; the studio waits for delivery
             dispatched = f"{claim.task.kind.value} dispatched in {_ms(started)}ms"
             await self._deliver(claim, prompt, result, dispatched)
@@ -180,6 +205,7 @@ class Dispatcher:
             log.exception("engine crashed", extra={"job_id": job_id})
             self._fail(job_id, error, True, "dispatch task panic")
         finally:
+            self._engine_tasks.pop(job_id, None)
             self._gate.release(job_id)
             self._status.job_finished(job_id, outcome, _ms(started), error)
             if self._queue.empty():
@@ -228,7 +254,7 @@ class Dispatcher:
         kind, job_id = claim.task.kind, claim.job_id
         binary_expected = kind in BINARY_KINDS
         if isinstance(result, JsonResult) and not binary_expected:
-            self._sink.put(CompleteJson(job_id=job_id, result=result.value, prompt=prompt))
+            self._put(CompleteJson(job_id=job_id, result=result.value, prompt=prompt))
             # Let the session's outbox pump put the frame on the wire before the
             # breadcrumbs and the bookkeeping: the studio is waiting for the result.
             await asyncio.sleep(0)
@@ -240,7 +266,11 @@ class Dispatcher:
             link = self._link()
             if link is None:
                 raise JobError("worker lost its studio credentials before the upload")
+            if self._journal is not None:
+                self._journal.uploading(job_id)
             await self._uploader.upload(link, job_id, prompt, result)
+            if self._journal is not None:
+                self._journal.done(job_id)
             self._crumbs("info", "ws", "binary upload ok", job_id)
         else:
             raise JobError(
@@ -250,7 +280,13 @@ class Dispatcher:
 
     def _fail(self, job_id: str, error: str, retryable: bool, prefix: str) -> None:
         self._crumbs("error", "ws", f"{prefix}: {error}", job_id)
-        self._sink.put(Fail(job_id=job_id, error=error, retryable=retryable))
+        self._put(Fail(job_id=job_id, error=error, retryable=retryable))
+
+    def _put(self, frame: CompleteJson | Fail) -> None:
+        """An outcome for the studio: journaled first, so a crash cannot lose it."""
+        if self._journal is not None:
+            self._journal.held(frame)
+        self._sink.put(frame)
 
 
 def _ms(since: float) -> int:

@@ -28,6 +28,7 @@ from studio_worker.protocol.session import (
     HandleOffer,
     HeartbeatAcked,
     Log,
+    Phase,
     RefuseUnreadableOffer,
     SendHello,
     SessionMachine,
@@ -47,11 +48,21 @@ class Timing:
     """The session's clocks (behaviour §17); tests shorten them."""
 
     def __init__(
-        self, heartbeat_s: float = 5.0, log_flush_s: float = 1.0, read_idle_s: float = 20.0
+        self,
+        heartbeat_s: float = 5.0,
+        log_flush_s: float = 1.0,
+        read_idle_s: float = 20.0,
+        shutdown_grace_s: float = 5.0,
     ) -> None:
         self.heartbeat_s = heartbeat_s
         self.log_flush_s = log_flush_s
         self.read_idle_s = read_idle_s
+        # Stop with a job running: it gets this long to finish (behaviour §1.2), then it
+        # is failed retryable; either way its frame leaves before the close 1000.
+        self.shutdown_grace_s = shutdown_grace_s
+
+
+OUTBOX_FLUSH_S = 2.0  # on stop: how long the last frames get to leave
 
 
 class SessionAttempt:
@@ -109,6 +120,7 @@ class SessionAttempt:
                     await self._send(encode(frame), "hello")
                 case StartPumps():
                     self._on_welcome()
+                    self._outbox.welcomed()
                     self._start_pumps()
                 case HandleOffer(claim):
                     await self._offer(claim)
@@ -154,6 +166,13 @@ class SessionAttempt:
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
+        if self._machine.phase is Phase.CONNECTED:
+            # Graceful: the running job finishes (or is failed retryable) and its frame
+            # leaves on this session before the close 1000.
+            await self._dispatcher.drain(self._timing.shutdown_grace_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OUTBOX_FLUSH_S):
+                    await self._outbox.wait_empty()
         await self._apply(self._machine.stop())
 
     async def _read(self) -> None:
@@ -170,6 +189,7 @@ class SessionAttempt:
                 await self._apply(self._machine.closed(code, reason))
                 return
             await self._apply(self._machine.text_received(text))
+            self._outbox.contact()  # after: `welcome` first judges the silence before it
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._group is not None

@@ -1,0 +1,288 @@
+"""Crash-safe job journal: what the studio is owed for each accepted job survives a crash.
+
+One small JSON file per job in `<config dir>/jobs/`, written to a temp file, fsynced and
+renamed (then the folder fsynced), so a reader sees an entry whole or not at all:
+
+| state       | written when                          | after a crash, on the next `welcome`      |
+| ----------- | ------------------------------------- | ----------------------------------------- |
+| `running`   | the `accept` has left                 | `fail` retryable "worker restarted …"     |
+| `held`      | the outcome frame is in the outbox    | that frame (`completeJson` or `fail`)     |
+| `uploading` | a binary result's upload has started  | nothing: the upload may have landed       |
+
+An entry is removed the moment its frame is handed to the socket (`sending`), not when
+the studio acks it: a frame the studio already took and then sees again is a protocol
+violation (§3.5, 4002) that ends the worker, while a lost frame only costs the studio its
+30 s hold timer (the job is requeued, nothing lost). For the same reason an entry is only
+replayed while the studio can still hold the job: its file's mtime is the last moment the
+studio was heard from (touched on every frame received, at most once a second), and an
+entry older than `replay_window_s` is set aside unsent. Corrupt entries are renamed
+`*.corrupt` (a few are kept for a person to read) and never stop the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from studio_worker.domain.wire import WireModel
+from studio_worker.protocol.frames import CompleteJson, Fail, FrameError, decode_worker_frame
+
+log = logging.getLogger(__name__)
+
+# The studio holds a job of a vanished worker for 30 s after its last heartbeat
+# (protocol §3.6); a replay must land well inside that.
+REPLAY_WINDOW_S = 20.0
+MAX_ENTRIES = 16  # the worker runs one job at a time: a handful is plenty
+MAX_ENTRY_BYTES = 1024 * 1024  # a bigger result is journaled as `running` only
+KEEP_CORRUPT = 4
+TOUCH_EVERY_S = 1.0
+RESTARTED_ERROR = "worker restarted while running the job"
+VERSION = 1
+
+
+class EntryState(StrEnum):
+    RUNNING = "running"
+    HELD = "held"
+    UPLOADING = "uploading"
+
+
+class JobJournal:
+    """The worker's promise ledger; every method is best effort and never raises."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        replay_window_s: float = REPLAY_WINDOW_S,
+        max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.folder = folder
+        self._window = replay_window_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._mine: set[str] = set()  # job ids journaled by this process
+        self._recovered = False
+        self._touched = 0.0
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            log.warning("job journal unavailable at %s: %s", folder, exc)
+
+    # ---- writing (dispatcher and outbox) -------------------------------------------
+
+    def running(self, job_id: str) -> None:
+        self._write(job_id, EntryState.RUNNING, None)
+
+    def held(self, frame: CompleteJson | Fail) -> None:
+        wire = frame.to_wire()
+        if len(json.dumps(wire)) > MAX_ENTRY_BYTES:
+            self._write(frame.job_id, EntryState.RUNNING, None)  # too big to keep
+        else:
+            self._write(frame.job_id, EntryState.HELD, wire)
+
+    def uploading(self, job_id: str) -> None:
+        self._write(job_id, EntryState.UPLOADING, None)
+
+    def done(self, job_id: str) -> None:
+        """The studio has (or is being handed) this job's outcome: forget the job."""
+        self._mine.discard(job_id)
+        try:
+            self._path(job_id).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not clear job %s from the journal: %s", job_id, exc)
+
+    # ---- the outbox's ledger port ----------------------------------------------------
+
+    def sending(self, frame: WireModel) -> None:
+        if isinstance(frame, CompleteJson | Fail):
+            self.done(frame.job_id)
+
+    def unsent(self, frame: WireModel) -> None:
+        if isinstance(frame, CompleteJson | Fail):
+            self.held(frame)
+
+    def alive(self) -> None:
+        """The studio was just heard from: stamp this process's entries (≤ once a second)."""
+        now = self._clock()
+        if now - self._touched < TOUCH_EVERY_S:
+            return
+        self._touched = now
+        for job_id in list(self._mine):
+            with contextlib.suppress(OSError):
+                os.utime(self._path(job_id), (now, now))
+
+    def recover(self) -> list[WireModel]:
+        """Once per process, at the first `welcome`: frames owed for jobs of a past run."""
+        if self._recovered:
+            return []
+        self._recovered = True
+        frames: list[WireModel] = []
+        mine = {_name(job_id) for job_id in self._mine}
+        for path in sorted(self._entries(), key=_mtime):
+            if path.stem in mine:
+                continue
+            frame = self._recover_one(path)
+            if frame is not None:
+                frames.append(frame)
+        return frames
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _recover_one(self, path: Path) -> WireModel | None:
+        try:
+            age = self._clock() - path.stat().st_mtime
+            entry = _read(path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            self._set_aside(path, str(exc))
+            return None
+        job_id, state = entry["jobId"], entry["state"]
+        if age > self._window:
+            log.warning(
+                "job %s was %s when the worker last stopped, %.0fs ago: the studio has "
+                "taken it back by now, so nothing is sent for it",
+                job_id,
+                state,
+                age,
+                extra={"job_id": job_id, "op": "journal"},
+            )
+            _unlink(path)
+            return None
+        if state == EntryState.UPLOADING:
+            # The upload may have landed; a `fail` for a job the studio no longer holds
+            # would be a protocol violation. The studio's hold timer decides.
+            log.warning(
+                "job %s was uploading its result when the worker stopped; the studio "
+                "decides whether it arrived",
+                job_id,
+                extra={"job_id": job_id, "op": "journal"},
+            )
+            _unlink(path)
+            return None
+        frame: CompleteJson | Fail
+        if state == EntryState.HELD:
+            try:
+                decoded = decode_worker_frame(json.dumps(entry["frame"]))
+            except FrameError as exc:
+                self._set_aside(path, exc.reason)
+                return None
+            if not isinstance(decoded, CompleteJson | Fail) or decoded.job_id != job_id:
+                self._set_aside(path, "the held frame is not this job's outcome")
+                return None
+            frame = decoded
+        else:
+            frame = Fail(job_id=job_id, error=RESTARTED_ERROR, retryable=True)
+        log.info(
+            "reporting job %s from before the restart: %s",
+            job_id,
+            frame.type,
+            extra={"job_id": job_id, "op": "journal"},
+        )
+        self._mine.add(job_id)  # cleared by `sending` like any other outcome
+        return frame
+
+    def _write(self, job_id: str, state: EntryState, frame: dict[str, Any] | None) -> None:
+        entry: dict[str, Any] = {"v": VERSION, "jobId": job_id, "state": state.value}
+        if frame is not None:
+            entry["frame"] = frame
+        path = self._path(job_id)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(json.dumps(entry, separators=(",", ":")).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.folder)
+        except OSError as exc:
+            _unlink(tmp)
+            log.warning(
+                "could not journal job %s (%s): %s",
+                job_id,
+                state.value,
+                exc,
+                extra={"job_id": job_id, "op": "journal"},
+            )
+            return
+        self._mine.add(job_id)
+        self._bound()
+
+    def _bound(self) -> None:
+        entries = self._entries()
+        if len(entries) <= self._max_entries:
+            return
+        entries.sort(key=_mtime)
+        for path in entries[: len(entries) - self._max_entries]:
+            log.warning("job journal over %d entries: dropping %s", self._max_entries, path.name)
+            _unlink(path)
+
+    def _entries(self) -> list[Path]:
+        try:
+            return [p for p in self.folder.glob("*.json") if p.is_file()]
+        except OSError:
+            return []
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        log.warning("job journal entry %s is unreadable (%s); set aside", path.name, why)
+        with contextlib.suppress(OSError):
+            path.replace(path.with_suffix(".corrupt"))
+        corrupt = sorted(self.folder.glob("*.corrupt"), key=_mtime)
+        for old in corrupt[: max(0, len(corrupt) - KEEP_CORRUPT)]:
+            _unlink(old)
+
+    def _path(self, job_id: str) -> Path:
+        return self.folder / f"{_name(job_id)}.json"
+
+
+def _name(job_id: str) -> str:
+    """Job ids come from the studio: never used as a path, only hashed."""
+    return hashlib.sha256(job_id.encode("utf-8")).hexdigest()[:32]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if path.stat().st_size > 2 * MAX_ENTRY_BYTES:
+        raise ValueError("entry too large")
+    data = json.loads(path.read_bytes().decode("utf-8"))
+    if not isinstance(data, dict) or data.get("v") != VERSION:
+        raise ValueError("not a journal entry")
+    job_id, state = data.get("jobId"), data.get("state")
+    if not isinstance(job_id, str) or not job_id or state not in set(EntryState):
+        raise ValueError("entry has no job id or state")
+    if _name(job_id) != path.stem:
+        raise ValueError("entry does not match its file name")
+    if state == EntryState.HELD and not isinstance(data.get("frame"), dict):
+        raise ValueError("held entry without its frame")
+    return data
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    if sys.platform == "win32":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
