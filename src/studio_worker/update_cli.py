@@ -65,7 +65,7 @@ def _daemon(config_path: Path) -> tuple[str, str] | None:
     return url, token
 
 
-def via_daemon(config_path: Path, action: str) -> Answer:
+def via_daemon(config_path: Path, action: str, *, wait: bool = False) -> Answer:
     """POST /daemon/update/<action> on the running daemon; NoDaemon when none answers."""
     found = _daemon(config_path)
     if found is None:
@@ -76,6 +76,7 @@ def via_daemon(config_path: Path, action: str) -> Answer:
         response = httpx.post(
             f"{url}/daemon/update/{action}",
             headers={"Authorization": f"Bearer {token}"},
+            json={"waitForJob": True} if wait else {},
             timeout=httpx.Timeout(timeout, connect=5.0),
         )
     except httpx.ConnectError:
@@ -130,10 +131,10 @@ def in_process(settings: Settings, action: str, *, config_path: Path) -> Answer:
     return Answer(result.ok, message, result.to_json())
 
 
-def _run(ctx: click.Context, action: str) -> Answer:
+def _run(ctx: click.Context, action: str, *, wait: bool = False) -> Answer:
     config_path = _config_path(ctx)
     try:
-        return via_daemon(config_path, action)
+        return via_daemon(config_path, action, wait=wait)
     except NoDaemon:
         pass
     settings = ConfigStore(config_path).load()
@@ -158,11 +159,16 @@ def check_update_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command("update")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="When a job is running, install right after it instead of refusing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 @click.pass_context
-def update_cmd(ctx: click.Context, as_json: bool) -> None:
+def update_cmd(ctx: click.Context, wait: bool, as_json: bool) -> None:
     """Install the newest version now if the worker is idle (else say why not)."""
-    _finish(_run(ctx, "install"), as_json)
+    _finish(_run(ctx, "install", wait=wait), as_json)
 
 
 # -- `studio-worker status` -----------------------------------------------------------------

@@ -3,12 +3,16 @@
     GET  /daemon/update           why self-update is off (or null) and the last check
     POST /daemon/update/check     ask the repository now; never downloads nor installs
     POST /daemon/update/install   check, download, install and restart now, when idle
+                                  (`{"waitForJob": true}`: after the running job instead)
 
 Both POSTs answer the updater's result as `{"outcome", "message", "current", "latest",
 "detail"}` (`message` is the `studio-worker check-update` line). `install` answers 409
 `{"error": "busy", …}` when a job holds the slot (it never interrupts one; the automatic
 update waits for the job by itself) or an update is already being installed; after
 `"outcome": "installed"` the daemon stops and replaces its process with the new version.
+With `waitForJob` the answer comes once the update is installed: it downloads while the
+job runs, then takes the slot between that job and the next offer, as the automatic
+update does.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from studio_worker.localapi.http import ApiError
+from studio_worker.localapi.http import ApiError, read_json
 from studio_worker.platform import updater as up
 
 if TYPE_CHECKING:
@@ -52,16 +56,19 @@ class UpdateRoutes:
 
     async def install(self, request: web.Request) -> web.Response:
         updater = self._updater()
+        wait = (await read_json(request)).get("waitForJob", False)
+        if not isinstance(wait, bool):
+            raise ApiError(400, "bad_request", "waitForJob: must be true or false")
         holder = self.deps.gate.holder
         if holder == up.GATE_HOLDER:
             raise ApiError(409, "busy", "not now: an update is already being installed")
-        if holder is not None:
+        if holder is not None and not wait:
             raise ApiError(
                 409,
                 "busy",
                 f"not now: a job is running ({holder}); the update never interrupts a job."
-                " Run it again once the job has ended, or let the automatic update install"
-                " it after the job.",
+                " Run it again once the job has ended, or ask to wait for the job"
+                " (`studio-worker update --wait`).",
             )
         if self.deps.stop.is_set():
             raise ApiError(409, "stopping", "not now: the daemon is stopping")

@@ -832,7 +832,7 @@ class Updater:
         if off is not None:
             return self._record(Result("off", self.current_version, detail=off))
         async with self._busy:
-            check = await asyncio.to_thread(self._check)
+            check = await asyncio.to_thread(self._check, download=False)
         return self._record(check.result)
 
     async def update_now(self, stop: asyncio.Event | None = None) -> Result:
@@ -916,7 +916,7 @@ class Updater:
             metadata_base_url=feed + "metadata/",
         ).refresh()
 
-    def _check(self, *, full: bool = False) -> _Check:
+    def _check(self, *, full: bool = False, download: bool = True) -> _Check:
         current = self.current_version
         try:
             self._refresh_metadata()
@@ -940,7 +940,9 @@ class Updater:
             detail = f"update {latest} skipped: it was rolled back on this worker ({bad[latest]})"
             self._say_once(f"bad-{latest}", "warn", detail)
             return _Check(Result("skipped", current, latest, detail))
-        if not full:
+        if not download:
+            self._say("info", f"update available {current} -> {latest}")
+        elif not full:
             self._say("info", f"update available {current} -> {latest}; downloading")
             self._complete_patch_chain(client, meta)
         return _Check(Result("available", current, latest), client, meta)
