@@ -70,6 +70,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "uninstall-service": "studio_worker.services_cli:uninstall_service_cmd",
     "check-update": "studio_worker.update_cli:check_update_cmd",
     "update": "studio_worker.update_cli:update_cmd",
+    "ui": "studio_worker.ui_cli:ui_cmd",
 }
 
 
