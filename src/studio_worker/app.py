@@ -171,7 +171,7 @@ class Daemon:
         self._live = LiveConfig(self.store, settings)
         if self._engines is None:
             self._engines = build_engines(settings.models_root)
-        self.engines.start()
+        # Engine processes start with their first job: an idle worker holds none of them.
         try:
             return await self._serve_with_engines(settings)
         finally:

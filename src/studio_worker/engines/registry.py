@@ -79,13 +79,6 @@ class EngineRegistry:
     def supported_models(self) -> list[str]:
         return flat_models(self.models_per_kind())
 
-    def start(self) -> None:
-        """Start the engines that run in a host process, so the first job does not wait."""
-        for engine in self._by_internal.values():
-            host = getattr(engine, "host", None)
-            if host is not None:
-                host.start()
-
     def close(self) -> None:
         """Stop every engine process (the daemon is exiting)."""
         for engine in self._by_internal.values():
