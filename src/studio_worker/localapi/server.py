@@ -36,10 +36,11 @@ from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.jobs.gate import JobGate
-from studio_worker.localapi import guards
+from studio_worker.localapi import dashboard, guards
 from studio_worker.localapi.http import BODY_CAP_KEY, ApiError, TextError, json_error, read_json
 from studio_worker.localapi.inference import Inference
 from studio_worker.localapi.logring import LogRing
+from studio_worker.localapi.models_routes import ModelsRoutes
 from studio_worker.localapi.update_routes import UpdateRoutes
 from studio_worker.models import ModelError, ModelNotCached, ModelStore
 from studio_worker.models.store import disk_free_bytes
@@ -250,8 +251,10 @@ class LocalApi:
             denial = guards.check_host(request.headers.get("Host")) or guards.check_origin(
                 request.headers.get("Origin")
             )
-            if denial is None and not path.startswith("/_inputs/"):
-                # one-shot input URLs carry their own unguessable capability
+            public = path.startswith("/_inputs/") or dashboard.is_public(request.method, path)
+            if denial is None and not public:
+                # one-shot input URLs carry their own unguessable capability; the
+                # dashboard's static files carry nothing (its data routes need the token)
                 denial = guards.check_bearer(request.headers.get("Authorization"), self.token)
             if denial is not None:
                 status, text = denial
@@ -294,6 +297,8 @@ class LocalApi:
         add.add_delete("/models/{engine}/{model}", self.delete_model)
         add.add_get("/_inputs/{key}", self.one_shot_input)
         self.inference.routes(app)
+        dashboard.DashboardRoutes(self.deps, lambda: self.url).routes(app)
+        ModelsRoutes(self.deps).routes(app)
         UpdateRoutes(self.deps).routes(app)
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -1,0 +1,202 @@
+"""The dashboard in real headless Chromium against a real worker daemon and studio.
+
+Each tab loads and shows live data; pausing from the page makes the worker decline a
+studio offer with code `paused` (seen both by the studio and on the page), resuming lets
+the job run and it appears in the Jobs tab without a reload; a config edit from the page
+is saved to config.toml. Screenshots of every tab go to $STUDIO_WORKER_DASHBOARD_SHOTS.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import pytest
+from conftest import Live, shots_dir
+from processes import wait_for
+
+TABS = ("status", "jobs", "models", "config", "logs", "about")
+
+
+def open_dashboard(page: Any, live: Live) -> None:
+    page.goto(live.dashboard)
+    page.get_by_test_id("status-state").wait_for()
+
+
+def test_the_token_leaves_the_address_bar_and_every_tab_loads(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    open_dashboard(page, live)
+    assert "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('studio-worker.token')") == live.token
+    expect(page.locator("#state-pill")).to_have_text("Idle")
+    expect(page.get_by_test_id("session-state")).to_have_text("Connected")
+    expect(page.locator("#panel-status")).to_contain_text(live.worker_id)
+    expect(page.locator("#panel-status")).to_contain_text(live.studio.url)
+    expect(page.get_by_test_id("why-no-jobs")).to_contain_text("No offer has been declined")
+
+    page.get_by_role("tab", name="Jobs").click()
+    expect(page.get_by_test_id("current-job")).to_contain_text("Nothing is running")
+    page.get_by_role("tab", name="Models").click()
+    expect(page.locator("[data-model='synthetic/demo-model']")).to_contain_text("4.1 kB")
+    page.get_by_role("tab", name="Config").click()
+    expect(page.locator("#cfg-apiBaseUrl")).to_have_value(re.compile(re.escape(live.studio.url)))
+    expect(page.locator("#cfg-vramThresholdGb")).to_have_value("8")
+    page.get_by_role("tab", name="Logs").click()
+    expect(page.get_by_test_id("log-view")).to_contain_text("local API listening")
+    page.get_by_role("tab", name="About").click()
+    expect(page.get_by_test_id("about-config-path")).to_have_text(str(live.config))
+    expect(page.get_by_test_id("about-version")).not_to_be_empty()
+
+    # the tab is in the address bar, so a reload keeps it (and the token in sessionStorage)
+    page.reload()
+    expect(page.get_by_role("tab", name="About")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("about-config-path")).to_have_text(str(live.config))
+
+
+def test_logs_filter_by_level_and_search(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    open_dashboard(page, live)
+    page.get_by_role("tab", name="Logs").click()
+    view = page.get_by_test_id("log-view")
+    expect(view).to_contain_text("local API listening")
+    page.get_by_test_id("log-search").fill("no line says this zzz")
+    expect(view).to_contain_text("No log lines match.")
+    page.get_by_test_id("log-search").fill("local API listening")
+    expect(view.locator(".logline")).to_have_count(1)
+    page.get_by_test_id("log-search").fill("")
+    page.get_by_test_id("log-level").select_option("error")
+    expect(view.locator(".lvl-info")).to_have_count(0)
+
+
+def test_pause_from_the_page_declines_an_offer_paused_then_the_job_appears_live(
+    page: Any, live: Live
+) -> None:
+    from playwright.sync_api import expect
+
+    open_dashboard(page, live)
+    page.locator("#pause-toggle").click()
+    expect(page.locator("#state-pill")).to_have_text("Paused")
+    assert tomllib.loads(live.config.read_text())["paused"] is True
+
+    job_id = live.studio.submit("image", {"prompt": "a paused fox", "width": 64, "height": 64})
+    # the page shows the decline and its reason, without a reload
+    row = page.get_by_test_id("declined-offers").locator(f"tr[data-job='{job_id}']")
+    expect(row).to_contain_text("paused")
+    expect(row).to_contain_text("worker paused by operator")
+    assert live.studio.get(f"/admin/jobs/{job_id}")["status"] == "queued"
+    worker_log = wait_for(
+        lambda: f"rejecting offer {job_id}: worker is paused" in live.worker.log,
+        30,
+        "the paused rejection in the worker's log",
+    )
+    assert worker_log
+
+    page.get_by_role("tab", name="Jobs").click()
+    expect(page.get_by_test_id("job-history").locator(f"tr[data-job='{job_id}']")).to_have_count(0)
+    page.locator("#pause-toggle").click()
+    expect(page.locator("#state-pill")).not_to_have_text("Paused")
+    row = page.get_by_test_id("job-history").locator(f"tr[data-job='{job_id}']")
+    expect(row).to_contain_text("Done", timeout=60_000)
+    assert live.studio.wait_job(job_id)["status"] == "done"
+    row.click()
+    expect(page.get_by_test_id("job-detail")).to_contain_text("a paused fox")
+    expect(page.get_by_test_id("job-log")).to_be_visible()
+
+
+def test_a_config_edit_from_the_page_is_validated_then_saved(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    open_dashboard(page, live)
+    page.get_by_role("tab", name="Config").click()
+    interval = page.locator("#cfg-autoUpdateIntervalSecs")
+    interval.fill("5")
+    expect(page.locator("#cfg-autoUpdateIntervalSecs-error")).to_have_text(
+        "must be at least 60 seconds"
+    )
+    expect(page.get_by_role("button", name="Save")).to_be_disabled()
+    page.get_by_role("button", name="Reset").click()
+
+    page.locator("#cfg-vramThresholdGb").fill("6.5")
+    page.locator("#cfg-onlyWhenIdle").check()
+    expect(page.get_by_test_id("config-state")).to_have_text("Unsaved changes")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_test_id("config-state")).to_contain_text(
+        "Saved: vramThresholdGb, onlyWhenIdle"
+    )
+    saved = tomllib.loads(live.config.read_text())
+    assert (saved["vram_threshold_gb"], saved["only_when_idle"]) == (6.5, True)
+    assert live.api("GET", "/daemon/config").json()["vramThresholdGb"] == 6.5
+    # the Status tab follows (and says why offers may be declined now)
+    page.get_by_role("tab", name="Status").click()
+    expect(page.locator("#panel-status")).to_contain_text("6.5 GB")
+    expect(page.get_by_test_id("why-no-jobs")).to_contain_text("Only when idle")
+    live.api("PUT", "/daemon/config", json={"onlyWhenIdle": False, "vramThresholdGb": 8.0})
+
+
+def test_check_for_updates_shows_the_answer(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    open_dashboard(page, live)
+    page.get_by_role("tab", name="About").click()
+    page.get_by_test_id("check-updates").click()
+    result = page.get_by_test_id("update-result")
+    expect(result).to_be_visible()
+    answer = live.api("POST", "/daemon/update/check")
+    if answer.status_code == 200:
+        expect(result).to_contain_text(answer.json()["outcome"])
+    else:  # no update route in this build, or no update loop: the page says so
+        expect(result).to_contain_text(
+            "cannot check for updates" if answer.status_code == 404 else "failed"
+        )
+
+
+def test_without_a_token_the_page_asks_for_one(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(live.url + "/")
+    page.evaluate("sessionStorage.clear()")
+    page.reload()
+    expect(page.locator("#gate")).to_be_visible()
+    page.locator("#gate-token").fill("not-the-token")
+    page.get_by_role("button", name="Connect").click()
+    expect(page.locator("#gate-why")).to_contain_text("refused")
+    page.locator("#gate-token").fill(live.token)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.locator("#gate")).to_be_hidden()
+    expect(page.get_by_test_id("session-state")).to_have_text("Connected")
+
+
+def test_screenshots_of_every_tab(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    folder = shots_dir()
+    if folder is None:
+        pytest.skip("set STUDIO_WORKER_DASHBOARD_SHOTS to a folder to save the screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    job_id = live.studio.submit("image", {"prompt": "a lighthouse at dusk"})
+    live.studio.wait_job(job_id)
+    open_dashboard(page, live)
+    prepare = {
+        "jobs": lambda: page.locator(f"tr[data-job='{job_id}']").click(),
+        "about": lambda: page.get_by_test_id("check-updates").click(),
+    }
+    ready = {
+        "jobs": lambda: expect(page.get_by_test_id("job-log")).to_contain_text("upload"),
+        "about": lambda: expect(page.get_by_test_id("update-result")).to_be_visible(),
+        "logs": lambda: expect(page.get_by_test_id("log-view")).to_contain_text(job_id),
+    }
+    for tab in TABS:
+        page.get_by_role("tab", name=tab.capitalize()).click()
+        expect(page.locator(f"#panel-{tab}")).to_be_visible()
+        expect(page.locator(f"#panel-{tab}")).not_to_be_empty()
+        prepare.get(tab, lambda: None)()
+        ready.get(tab, lambda: None)()
+        page.screenshot(path=str(folder / f"{tab}.png"), full_page=True)
+        assert (folder / f"{tab}.png").stat().st_size > 0
+    page.locator("#theme").select_option("light")
+    page.get_by_role("tab", name="Status").click()
+    expect(page.locator("html")).to_have_attribute("data-theme", "light")
+    page.screenshot(path=str(folder / "status-light.png"), full_page=True)
