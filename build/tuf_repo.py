@@ -338,7 +338,9 @@ def _all_or_nothing(workdir: Path) -> Iterator[None]:
             raise
 
 
-def _publish(repo: Any, workdir: Path, key_dirs: Sequence[Path]) -> None:
+def _publish(
+    repo: Any, workdir: Path, key_dirs: Sequence[Path], *, target_files: bool = True
+) -> None:
     """Sign every changed role with the keys found in the keystore and `key_dirs`, then
     check the result as a client would (call inside `_all_or_nothing`)."""
     with _in(workdir):
@@ -348,13 +350,14 @@ def _publish(repo: Any, workdir: Path, key_dirs: Sequence[Path]) -> None:
             if "No private keys found" in str(exc):
                 raise RepoError(f"{exc} (pass the directory holding it)") from None
             raise
-    verify(workdir)
+    verify(workdir, target_files=target_files)
 
 
-def verify(workdir: Path) -> None:
+def verify(workdir: Path, *, target_files: bool = True) -> None:
     """What a client will check: the root chain (each version signed by the threshold of
     the previous one and of itself), every role signed by its threshold, versions that
-    name each other, and every target file present with its signed length.
+    name each other, and (`target_files`) every target file present with its signed
+    length. `refresh` changes no target: it runs with the metadata alone.
 
     tufup signs a changed root with whatever keys it finds, including a key just revoked
     from another role, and does not count them against root's threshold: this is where
@@ -396,7 +399,7 @@ def verify(workdir: Path) -> None:
     if timestamp.signed.snapshot_meta.version != snapshot.signed.version:
         raise RepoError("timestamp does not name the current snapshot version")
     targets_dir = Path(workdir) / REPO_DIR / "targets"
-    for name, info in targets.signed.targets.items():
+    for name, info in targets.signed.targets.items() if target_files else ():
         path = targets_dir / name
         if not path.is_file() or path.stat().st_size != info.length:
             raise RepoError(f"target {name} is missing or not its signed length")
@@ -474,7 +477,7 @@ def refresh(
             renewed.append(role)
     if renewed:
         with _all_or_nothing(workdir):
-            _publish(repo, workdir, key_dirs)
+            _publish(repo, workdir, key_dirs, target_files=False)
     return renewed
 
 

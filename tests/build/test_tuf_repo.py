@@ -292,6 +292,18 @@ def test_refresh_re_signs_what_is_close_to_expiring(work: Path) -> None:
     )
 
 
+def test_refresh_needs_only_the_metadata(tmp_path: Path, work: Path) -> None:
+    """The scheduled refresh fetches metadata, never the (large) archives; an `add`
+    still refuses to publish when a signed target is missing."""
+    tuf_repo.add_release(work, release(tmp_path / "rel", "1.0.0"))
+    targets = work / "repository" / "targets"
+    for archive in targets.iterdir():
+        archive.unlink()
+    assert tuf_repo.refresh(work, force=["targets"]) == ["targets"]
+    with pytest.raises(tuf_repo.RepoError, match="missing or not its signed length"):
+        tuf_repo.add_release(work, release(tmp_path / "rel", "1.1.0"), patch=False)
+
+
 def test_rotating_an_online_key(tmp_path: Path, work: Path, serve: Any) -> None:
     client = trusting_root_1(tmp_path, work)
     url = serve(work / "repository")
