@@ -202,3 +202,19 @@ async def test_pull_refuses_bad_bodies_before_any_request(
     assert answer.json()["error"] == "bad_request"
     assert message in answer.json()["message"]
     assert (await rig.get("/models/pulls")).json()["pulls"] == []
+
+
+def test_every_shipped_file_is_listed_and_every_listed_file_ships() -> None:
+    from studio_worker.localapi.dashboard import INDEX, STATIC_DIR
+
+    shipped = {p.name for p in STATIC_DIR.iterdir() if p.is_file()}
+    assert shipped == {INDEX, *ASSETS}
+    index = (STATIC_DIR / INDEX).read_text()
+    for name in ASSETS:  # the page and its modules name only listed files
+        if name.endswith(".js") and name != "app.js":
+            assert (
+                f'"./{name}"'
+                in (STATIC_DIR / "app.js").read_text() + (STATIC_DIR / "config.js").read_text()
+            )
+    assert "/ui/app.js" in index and "/ui/style.css" in index
+    assert "http://" not in index and "https://" not in index  # no CDN

@@ -180,8 +180,16 @@ function schedule() {
 
 // ---- rendering ---------------------------------------------------------------------------
 
+// While a mouse button or finger is down nothing is rebuilt: a click whose button was
+// replaced between press and release would be lost, and so would a text selection.
+let pointerHeld = false;
+document.addEventListener("pointerdown", () => { pointerHeld = true; }, true);
+document.addEventListener("pointerup", () => setTimeout(() => { pointerHeld = false; }, 0), true);
+document.addEventListener("pointercancel", () => { pointerHeld = false; }, true);
+
 function once(tab, key, build) {
   // Rebuild a panel only when what it shows changed, so clicks and scrolling survive polls.
+  if (pointerHeld) return;
   const stamp = JSON.stringify(key);
   if (app.rendered[tab] === stamp) return;
   app.rendered[tab] = stamp;
