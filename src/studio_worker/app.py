@@ -53,7 +53,6 @@ CONFIG_POLL_S = 1.0
 DEFAULT_REGISTRATION_TICK_S = 30.0
 MIN_REGISTRATION_TICK_S = 0.1
 REGISTRATION_POLL_ENV = "STUDIO_WORKER_REGISTRATION_POLL_SECS"
-SHUTDOWN_JOB_GRACE_S = 5.0
 
 
 @dataclass
@@ -192,7 +191,7 @@ class Daemon:
             ",".join(self.engines.names),
             extra={"op": "startup"},
         )
-        journal = JobJournal(state_file(self.config_path, "jobs"))
+        journal = JobJournal(state_file(self.config_path, "jobs"), worker_id=self._worker_id)
         gate, outbox = JobGate(), Outbox(journal)
         async with httpx.AsyncClient() as http:
             models = ModelStore(settings.models_root, http=http, on_progress=self._download)
@@ -266,7 +265,7 @@ class Daemon:
                 finally:
                     self.stop.set()
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(SHUTDOWN_JOB_GRACE_S):
+                        async with asyncio.timeout(self.tuning.timing.shutdown_grace_s):
                             await dispatcher.wait_idle()
                     auto_update.stop()
                     await self.local_api.close()
@@ -275,6 +274,10 @@ class Daemon:
                     watch.cancel()
                     updates.cancel()
         return code
+
+    def _worker_id(self) -> str | None:
+        link = self.live.link()
+        return link.worker_id if link is not None else None
 
     def _restart_into(self, executable: Path) -> None:
         """The updater switched versions: stop gracefully, then become `executable`."""

@@ -152,6 +152,14 @@ def test_an_unwritable_folder_costs_the_journal_not_the_job(tmp_path: Path) -> N
     assert journal.recover() == []
 
 
+def test_entries_of_another_registration_are_not_reported(tmp_path: Path) -> None:
+    JobJournal(tmp_path, worker_id=lambda: "w-old").running("job-1")
+    assert restarted(tmp_path, worker_id=lambda: "w-new").recover() == []
+    assert entries(tmp_path) == []
+    JobJournal(tmp_path, worker_id=lambda: "w-new").held(RESULT)
+    assert restarted(tmp_path, worker_id=lambda: "w-new").recover() == [RESULT]
+
+
 def test_a_result_too_big_to_keep_is_journaled_as_running(tmp_path: Path) -> None:
     huge = CompleteJson(job_id="job-1", result="x" * (2 * 1024 * 1024), prompt="q")
     JobJournal(tmp_path).held(huge)

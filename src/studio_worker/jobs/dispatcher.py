@@ -200,6 +200,9 @@ class Dispatcher:
         except JobError as exc:
             error = exc.message
             self._fail(job_id, exc.message, exc.retryable, "dispatch failed")
+        except asyncio.CancelledError:  # only a shutdown cancels a job
+            error = SHUTDOWN_ERROR
+            raise
         except Exception as exc:  # an engine crash fails the job, never the worker
             error = f"{type(exc).__name__}: {exc}"
             log.exception("engine crashed", extra={"job_id": job_id})

@@ -62,11 +62,13 @@ class JobJournal:
         self,
         folder: Path,
         *,
+        worker_id: Callable[[], str | None] = lambda: None,
         replay_window_s: float = REPLAY_WINDOW_S,
         max_entries: int = MAX_ENTRIES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.folder = folder
+        self._worker_id = worker_id
         self._window = replay_window_s
         self._max_entries = max_entries
         self._clock = clock
@@ -148,6 +150,16 @@ class JobJournal:
             self._set_aside(path, str(exc))
             return None
         job_id, state = entry["jobId"], entry["state"]
+        if entry.get("workerId") != self._worker_id():
+            # Journaled under another registration: that worker's jobs are not ours to
+            # report (the studio would call it a protocol violation).
+            log.warning(
+                "job %s was journaled by another registration of this worker; not reported",
+                job_id,
+                extra={"job_id": job_id, "op": "journal"},
+            )
+            _unlink(path)
+            return None
         if age > self._window:
             log.warning(
                 "job %s was %s when the worker last stopped, %.0fs ago: the studio has "
@@ -194,6 +206,9 @@ class JobJournal:
 
     def _write(self, job_id: str, state: EntryState, frame: dict[str, Any] | None) -> None:
         entry: dict[str, Any] = {"v": VERSION, "jobId": job_id, "state": state.value}
+        worker_id = self._worker_id()
+        if worker_id is not None:
+            entry["workerId"] = worker_id
         if frame is not None:
             entry["frame"] = frame
         path = self._path(job_id)

@@ -148,6 +148,7 @@ class SessionSupervisor:
 
     def _log_retry(self, end: SessionEnd, attempt: int, delay_ms: int) -> None:
         if end.kind is EndKind.DISCONNECTED:
+            log.info("session ended: %s", end.reason, extra={"op": "connect"})
             log.warning("disconnected; reconnect attempt %d in %dms", attempt, delay_ms)
         else:
             log.warning(
