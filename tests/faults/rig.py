@@ -107,7 +107,9 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def fault_rig(tmp_path: Path, **studio_kw: Any) -> AsyncIterator[Rig]:
+async def fault_rig(
+    tmp_path: Path, *, models_root: Path | None = None, **studio_kw: Any
+) -> AsyncIterator[Rig]:
     studio = StudioServer(tmp_path / "studio", **studio_kw)
     await studio.start()
     assert studio.url is not None
@@ -115,7 +117,11 @@ async def fault_rig(tmp_path: Path, **studio_kw: Any) -> AsyncIterator[Rig]:
     await proxy.start()
     config = tmp_path / "worker" / "config.toml"
     ConfigStore(config).save(
-        Settings(api_base_url=proxy.url, models_root=tmp_path / "models", auto_update_enabled=False)
+        Settings(
+            api_base_url=proxy.url,
+            models_root=models_root or tmp_path / "models",
+            auto_update_enabled=False,
+        )
     )
     engine = GatedEngine()
     daemon = Daemon(
