@@ -8,8 +8,12 @@ is saved to config.toml. Screenshots of every tab go to $STUDIO_WORKER_DASHBOARD
 
 from __future__ import annotations
 
+import http.server
 import re
+import threading
+import time
 import tomllib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -134,6 +138,80 @@ def test_a_config_edit_from_the_page_is_validated_then_saved(page: Any, live: Li
     expect(page.locator("#panel-status")).to_contain_text("6.5 GB")
     expect(page.get_by_test_id("why-no-jobs")).to_contain_text("Only when idle")
     live.api("PUT", "/daemon/config", json={"onlyWhenIdle": False, "vramThresholdGb": 8.0})
+
+
+WEIGHTS = b"w" * 1_000_000  # the store reads 64 KiB chunks: half of this shows
+
+
+@pytest.fixture
+def held_file() -> Iterator[tuple[str, threading.Event]]:
+    """A loopback file server that sends half of /weights.bin, then waits for `release`."""
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(WEIGHTS)))
+            self.end_headers()
+            half = len(WEIGHTS) // 2
+            for start in range(0, half, half // 5):  # paced, so the progress moves on screen
+                self.wfile.write(WEIGHTS[start : min(start + half // 5, half)])
+                self.wfile.flush()
+                time.sleep(0.1)
+            release.wait(60)
+            self.wfile.write(WEIGHTS[half:])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", release
+    release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_pull_from_the_page_shows_its_download_then_the_cached_model(
+    page: Any, live: Live, held_file: tuple[str, threading.Event]
+) -> None:
+    from playwright.sync_api import expect
+
+    base, release = held_file
+    open_dashboard(page, live)
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#pull-model").fill("page-pulled")
+    page.locator("#pull-engine").fill("llama-cpp")
+    page.locator("#pull-url").fill(f"{base}/weights.bin")
+    page.get_by_role("button", name="Pull").click()
+    pulls = page.get_by_test_id("pulls")
+    expect(pulls).to_contain_text("llama-cpp/page-pulled")
+    expect(pulls).to_contain_text("running")
+    # the panel was rebuilt with the pull in it: the form kept what was typed
+    expect(page.locator("#pull-model")).to_have_value("page-pulled")
+    downloads = page.get_by_test_id("downloads")
+    expect(downloads).to_contain_text("weights.bin")
+    expect(downloads).to_contain_text("of 1.0 MB")
+    expect(downloads.get_by_role("progressbar")).to_be_visible()
+    pulling = page.locator("[data-model='llama-cpp/page-pulled']")
+    expect(pulling.get_by_role("button", name="Delete")).to_be_disabled()
+    folder = shots_dir()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        expect(downloads).to_contain_text(re.compile(r"[1-9][0-9.]* kB of 1\.0 MB"))
+        page.screenshot(path=str(folder / "models-pull.png"), full_page=True)
+    release.set()
+    expect(pulls).to_contain_text("done")
+    row = page.locator("[data-model='llama-cpp/page-pulled']")
+    expect(row).to_contain_text("1.0 MB")
+    expect(downloads).to_contain_text("No download in progress.")
+    # and away again, from the page
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0)
+    models = live.api("GET", "/models").json()["models"]
+    assert "llama-cpp/page-pulled" not in [m["id"] for m in models]
 
 
 def test_check_for_updates_shows_the_answer(page: Any, live: Live) -> None:

@@ -255,7 +255,11 @@ function renderPanel() {
     }
     case "models":
       once("models", [app.models, app.pulls, s.downloads, s.currentJob?.jobId], () => {
-        panel.replaceChildren(...renderModels(app.models, app.pulls, s, actions), pullForm());
+        // the pull form is built once, so what the operator types survives the updates
+        if (!app.pullForm) app.pullForm = pullForm();
+        const live = panel.querySelector(".models-live") || h("div", { class: "models-live stack" });
+        live.replaceChildren(...renderModels(app.models, app.pulls, s, actions));
+        if (!live.isConnected) panel.replaceChildren(live, app.pullForm);
       });
       break;
     case "config":

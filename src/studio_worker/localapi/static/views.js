@@ -299,6 +299,8 @@ export function renderModels(models, pulls, status, actions) {
   const current = status?.currentJob;
   const downloads = status?.downloads || [];
   const list = models?.models || [];
+  const running = (pulls?.pulls || []).filter((p) => p.state === "running").map((p) => p.id);
+  const fetching = (m) => running.includes(m.id) || downloads.some((d) => d.model === m.model);
   const inUse = (m) => current && current.engine === m.engine && current.model === m.model;
   return [
     h("section", { class: "card", "data-testid": "downloads" },
@@ -338,8 +340,8 @@ export function renderModels(models, pulls, status, actions) {
               h("td", {}, m.files.map((f) => h("div", {}, h("code", {}, f.name), h("span", { class: "muted" }, ` ${bytes(f.sizeBytes)}`))),
                 m.partialFiles.map((f) => h("div", {}, h("code", {}, f.name), " ", pill("partial", "warn"), h("span", { class: "muted" }, ` ${bytes(f.sizeBytes)} so far`)))),
               h("td", { class: "num" }, bytes(m.sizeBytes)),
-              h("td", {}, inUse(m) ? pill("in use", "info") : pill("per job", "muted")),
-              h("td", {}, h("button", { class: "btn small danger", type: "button", onclick: () => actions.deleteModel(m), disabled: inUse(m) || undefined }, "Delete")),
+              h("td", {}, inUse(m) ? pill("in use", "info") : fetching(m) ? pill("downloading", "info") : pill("per job", "muted")),
+              h("td", {}, h("button", { class: "btn small danger", type: "button", onclick: () => actions.deleteModel(m), disabled: inUse(m) || fetching(m) || undefined, title: inUse(m) || fetching(m) ? "In use or downloading" : undefined }, "Delete")),
             ))),
           ),
     ),
