@@ -146,10 +146,15 @@ def test_a_v3_that_crashes_at_start_rolls_back_to_v2_and_the_studio_is_told(
 
         # 3.0.0 crashes at each start; the supervisor restarts `current` (the service's
         # Restart=on-failure) until its start count is spent, then boot() switches back.
-        rig.wait_connected("2.0.0", timeout=120)
-        assert rig.current() == "2.0.0"
         service = rig.service
         assert service is not None
+        wait_for(
+            lambda: len(service.exits) >= up.MAX_UNHEALTHY_STARTS and rig.current() == "2.0.0",
+            120,
+            "the crashed starts of 3.0.0 and the switch back",
+        )
+        rig.wait_connected("2.0.0", timeout=60)
+        assert rig.current() == "2.0.0"
         assert service.exits.count(1) == up.MAX_UNHEALTHY_STARTS, service.exits
         assert service.log.count("RuntimeError: release 3.0.0 is broken") == up.MAX_UNHEALTHY_STARTS
         state = up.load_state(rig.root / up.UPDATE_DIR / up.STATE_FILE)
