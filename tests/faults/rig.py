@@ -24,7 +24,7 @@ from studio_worker.config.store import ConfigStore
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim
-from studio_worker.engines.base import Progress
+from studio_worker.engines.base import Engine, Progress
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.session.attempt import Timing
@@ -108,8 +108,13 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def fault_rig(
-    tmp_path: Path, *, models_root: Path | None = None, **studio_kw: Any
+    tmp_path: Path,
+    *,
+    models_root: Path | None = None,
+    llama: Engine | None = None,
+    **studio_kw: Any,
 ) -> AsyncIterator[Rig]:
+    """`llama` replaces the gated engine for `llama-cpp` jobs when given."""
     studio = StudioServer(tmp_path / "studio", **studio_kw)
     await studio.start()
     assert studio.url is not None
@@ -127,7 +132,7 @@ async def fault_rig(
     daemon = Daemon(
         config,
         tuning=DaemonTuning(timing=TIMING, registration_tick_s=0.1, backoff_scale=0.05),
-        engines=EngineRegistry([engine, SyntheticEngine()]),
+        engines=EngineRegistry([llama or engine, SyntheticEngine()]),
     )
     task = asyncio.create_task(daemon.run())
     try:
