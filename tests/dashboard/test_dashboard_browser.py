@@ -214,6 +214,68 @@ def test_a_pull_from_the_page_shows_its_download_then_the_cached_model(
     assert "llama-cpp/page-pulled" not in [m["id"] for m in models]
 
 
+@pytest.fixture
+def held_404() -> Iterator[tuple[str, threading.Event]]:
+    """A loopback server whose files are all missing, said only once `release` is set."""
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(60)
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", release
+    release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_running_job_shows_live_with_its_elapsed_time_then_its_failure(
+    page: Any, live: Live, held_404: tuple[str, threading.Event]
+) -> None:
+    from playwright.sync_api import expect
+
+    base, release = held_404
+    open_dashboard(page, live)
+    page.get_by_role("tab", name="Jobs").click()
+    source = {
+        "engine": "llama-cpp",
+        "files": [{"role": "model", "url": f"{base}/gone.gguf", "filename": "gone.gguf"}],
+    }
+    job_id = live.studio.post(
+        "/admin/jobs",
+        {
+            "kind": "llm",
+            "model": "held-model",
+            "task": {"kind": "llm", "messages": [{"role": "user", "content": "a held question"}]},
+            "modelSource": source,
+        },
+    )["jobId"]
+    current = page.get_by_test_id("current-job")
+    expect(current).to_contain_text("llm · held-model")
+    expect(current).to_contain_text("a held question")
+    expect(page.locator("#state-pill")).to_have_text("Busy")
+    elapsed = page.get_by_test_id("current-elapsed")
+    first = elapsed.inner_text()
+    expect(elapsed).not_to_have_text(first)  # the clock runs without a reload
+    folder = shots_dir()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / "jobs-running.png"), full_page=True)
+    release.set()
+    expect(current).to_contain_text("Nothing is running")
+    row = page.get_by_test_id("job-history").locator(f"tr[data-job='{job_id}']")
+    expect(row).to_contain_text("Failed")
+    row.click()
+    expect(page.get_by_test_id("job-detail")).to_contain_text("404")
+    assert live.studio.wait_job(job_id)["status"] == "failed"
+
+
 def test_check_for_updates_shows_the_answer(page: Any, live: Live) -> None:
     from playwright.sync_api import expect
 

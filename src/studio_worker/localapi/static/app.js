@@ -238,11 +238,11 @@ function renderPanel() {
     case "jobs": {
       const jobs = allJobs();
       const selected = jobs.find((j) => j.jobId === app.selectedJob);
-      once("jobs", [s.currentJob, s.recentJobs, app.selectedJob, app.jobLog], () => {
+      once("jobs", [s.currentJob, s.recentJobs, s.downloads, app.selectedJob, app.jobLog], () => {
         const scroller = panel.querySelector("[data-testid=job-log]");
         const atBottom = !scroller || scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 4;
         panel.replaceChildren(
-          renderCurrentJob(s.currentJob),
+          renderCurrentJob(s.currentJob, s.downloads),
           h("div", { class: "split" },
             h("section", { class: "card" }, h("h2", {}, `History (${s.recentJobs.length} of the last 50)`), h("div", { class: "table-wrap" }, renderJobTable(s.recentJobs, app.selectedJob, selectJob))),
             h("section", { class: "card", "data-testid": "job-detail" }, h("h2", {}, "Details"), renderJobDetail(selected, app.jobLog)),

@@ -226,7 +226,7 @@ export function jobBadge(job) {
   return pill(text, tone);
 }
 
-export function renderCurrentJob(job) {
+export function renderCurrentJob(job, downloads = []) {
   if (!job) return h("section", { class: "card", "data-testid": "current-job" }, h("h2", {}, "Now running"), h("p", { class: "empty" }, "Nothing is running. Studio offers and local API requests show up here."));
   const pct = job.progress === null || job.progress === undefined ? null : Math.round(job.progress * 100);
   return h("section", { class: "card now-running", "data-testid": "current-job" },
@@ -239,10 +239,19 @@ export function renderCurrentJob(job) {
       pill(job.source, "muted"),
       h("span", { class: "mono", "data-testid": "current-elapsed" }, duration(job.elapsedMs)),
     ),
-    h("div", { class: "progress", role: "progressbar", "aria-label": "Job progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct ?? undefined },
+    h("div", { class: "progress job-progress", role: "progressbar", "aria-label": "Job progress", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct ?? undefined },
       h("span", { style: `width:${pct ?? 0}%` })),
-    h("p", { class: "hint" }, pct === null ? "The engine has not reported progress yet." : `${pct}%${job.progressNote ? ` — ${job.progressNote}` : ""}`),
+    h("p", { class: "hint" }, pct !== null
+      ? `${pct}%${job.progressNote ? ` — ${job.progressNote}` : ""}`
+      : fetchNote(downloads.filter((d) => d.model === job.model)) || "The engine has not reported progress yet."),
   );
+}
+
+function fetchNote(files) {
+  if (!files.length) return "";
+  const done = files.reduce((n, d) => n + d.bytesDone, 0);
+  const total = files.every((d) => d.bytesTotal) ? files.reduce((n, d) => n + d.bytesTotal, 0) : null;
+  return `Fetching the model's files: ${bytes(done)}${total ? ` of ${bytes(total)}` : ""}`;
 }
 
 export function renderJobTable(jobs, selected, onSelect) {
