@@ -173,6 +173,11 @@ class SessionAttempt:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(OUTBOX_FLUSH_S):
                     await self._outbox.wait_empty()
+            # The last log lines leave too (an update's `restarting into it`): the log
+            # pump sends only once a second.
+            if batch := self._ship.drain(LOG_BATCH_MAX):
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    await self._ws.send(encode(LogBatch(entries=batch)))
         await self._apply(self._machine.stop())
 
     async def _read(self) -> None:
