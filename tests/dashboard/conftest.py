@@ -62,10 +62,8 @@ class Live:
         return f"{self.url}/#token={self.token}"
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    root = tmp_path_factory.mktemp("dashboard")
-    studio = StudioProcess(root / "studio")
+def start_worker(root: Path, studio: StudioProcess) -> tuple[WorkerProcess, Path, Path]:
+    """A worker daemon process for `studio` with an ephemeral local API port."""
     config = root / "worker" / "config.toml"
     config.parent.mkdir(parents=True)
     models_root = root / "models"
@@ -76,18 +74,35 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
         f'models_root = "{models_root}"\nauto_update_enabled = false\nlocal_api_port = 0\n'
     )
-    worker = WorkerProcess(config, root / "worker.log")
+    return WorkerProcess(config, root / "worker.log"), config, models_root
+
+
+def discovered(config: Path) -> dict[str, str]:
+    discovery = config.parent / "local-api.json"
+    found: dict[str, str] = wait_for(
+        lambda: json.loads(discovery.read_text()) if discovery.exists() else None,
+        60,
+        "the local API discovery file",
+    )
+    return found
+
+
+def pending_request(studio: StudioProcess) -> dict[str, Any]:
+    pending: list[dict[str, Any]] = wait_for(
+        lambda: studio.get("/admin/requests?status=pending"), 60, "a register request"
+    )
+    return pending[0]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    root = tmp_path_factory.mktemp("dashboard")
+    studio = StudioProcess(root / "studio")
+    worker, config, models_root = start_worker(root, studio)
     try:
-        pending = wait_for(
-            lambda: studio.get("/admin/requests?status=pending"), 60, "a register request"
-        )
-        worker_id = studio.post(f"/admin/requests/{pending[0]['requestId']}/approve")["workerId"]
-        discovery = config.parent / "local-api.json"
-        found = wait_for(
-            lambda: json.loads(discovery.read_text()) if discovery.exists() else None,
-            60,
-            "the local API discovery file",
-        )
+        request_id = pending_request(studio)["requestId"]
+        worker_id = studio.post(f"/admin/requests/{request_id}/approve")["workerId"]
+        found = discovered(config)
         live = Live(studio, worker, config, models_root, found["url"], found["token"], worker_id)
         wait_for(lambda: live.status()["session"]["state"] == "connected", 60, "the studio session")
         yield live
