@@ -52,6 +52,8 @@ def test_every_command_has_help(cfg: Path) -> None:
         "set-threshold",
         "config",
         "studio",
+        "check-update",
+        "update",
     ):
         assert name in top.output
         result = CliRunner().invoke(cli, [name, "--help"])
