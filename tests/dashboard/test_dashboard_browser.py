@@ -54,6 +54,14 @@ def test_the_token_leaves_the_address_bar_and_every_tab_loads(page: Any, live: L
     expect(page.get_by_test_id("about-config-path")).to_have_text(str(live.config))
     expect(page.get_by_test_id("about-version")).not_to_be_empty()
 
+    # the tabs are a keyboard tablist: arrows move the selection and the focus
+    page.get_by_role("tab", name="About").focus()
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("tab", name="Logs")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tab", name="Logs")).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab", name="About")).to_have_attribute("aria-selected", "true")
+
     # the tab is in the address bar, so a reload keeps it (and the token in sessionStorage)
     page.reload()
     expect(page.get_by_role("tab", name="About")).to_have_attribute("aria-selected", "true")

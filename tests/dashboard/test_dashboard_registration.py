@@ -29,6 +29,11 @@ def test_pending_hint_then_approval_shows_live(page: Any, tmp_path: Path) -> Non
         expect(page.get_by_test_id("session-state")).to_have_text("Connected")
         expect(hint).to_have_count(0)
         expect(page.locator("#state-pill")).to_have_text("Idle")
+
+        worker.stop()  # the page says the daemon is gone, and keeps trying
+        expect(page.locator("#unreachable")).to_be_visible()
+        expect(page.locator("#state-pill")).to_have_text("Daemon unreachable")
+        expect(page.locator("#pause-toggle")).to_be_disabled()
     finally:
         worker.stop()
         studio.stop()
