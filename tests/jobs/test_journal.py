@@ -61,6 +61,7 @@ def test_entries_are_small_whole_files_and_leave_when_sent(tmp_path: Path) -> No
     entry = json.loads((tmp_path / name).read_text())
     assert entry == {"v": 1, "jobId": "job-1", "state": "running"}
     assert "job-1" not in name  # ids from the studio are hashed, never used as paths
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o600  # results are the user's
     journal.held(RESULT)
     assert json.loads((tmp_path / name).read_text())["frame"]["type"] == "completeJson"
     journal.sending(RESULT)

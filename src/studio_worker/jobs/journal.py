@@ -214,7 +214,8 @@ class JobJournal:
         path = self._path(job_id)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            with open(tmp, "wb") as handle:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as handle:
                 handle.write(json.dumps(entry, separators=(",", ":")).encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
