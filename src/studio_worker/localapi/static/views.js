@@ -338,7 +338,7 @@ export function renderModels(models, pulls, status, actions) {
     h("section", { class: "card", "data-testid": "model-cache" },
       h("h2", {}, "Model cache"),
       h("p", { class: "hint" }, "Folder ", h("code", {}, models?.root || "—"),
-        ". Models are loaded for each job in the engine's own process and freed after it; “in use” marks the model of the running job."),
+        ". Each engine runs in a process of its own and loads the model a job asks for (it may keep the last one for the next job); “in use” marks the running job's model."),
       list.length === 0
         ? h("p", { class: "empty" }, "The cache is empty: models arrive with the first studio job that needs them, or with a pull below.")
         : h("table", {},
