@@ -1068,12 +1068,16 @@ class Updater:
         self._gate.release(GATE_HOLDER)
 
     def _wait_for_gate(self, version: str) -> None:
+        """Hold the one-job slot: at once when free, else as its queued next holder, so
+        the running job's end hands the slot to the install before any new offer."""
         waiting = False
-        while not self._gate.try_reserve(GATE_HOLDER):
+        while not self._gate.reserve_next(GATE_HOLDER):
             if not waiting:
                 waiting = True
                 self._say("info", f"update {version} ready; waiting for the running job to end")
             if self._stopping.wait(GATE_POLL_S):
+                self._gate.cancel_next(GATE_HOLDER)
+                self._release_gate()  # the slot may have been handed over meanwhile
                 raise _Stopped
         if self._stopping.is_set():
             self._release_gate()
