@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -188,3 +189,73 @@ def test_kill_9_during_config_saves_leaves_a_whole_file(tmp_path: Path, round_: 
     assert n >= 20 and loaded.vram_threshold_gb == float(n % 1000)  # one save, whole
     assert tomllib.loads(config.read_text())["worker_id"] == loaded.worker_id
     assert (config.stat().st_mode & 0o777) == 0o600
+
+
+async def test_kill_9_with_a_finished_result_held_delivers_it_after_the_restart(
+    studio: StudioServer, tmp_path: Path
+) -> None:
+    """The studio is out of reach when the result is made; the worker is killed with the
+    result in its outbox. The next process delivers that result, not a fail."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    pytest.importorskip("gguf", reason="gguf is not installed")
+    gguf = studio.shelf.root / "tiny.gguf"
+    write_tiny_gguf(gguf, vocab_extra=20_000)
+    assert studio.url is not None
+    port = int(studio.url.rsplit(":", 1)[1])
+    files, link = FaultProxy("127.0.0.1", port), FaultProxy("127.0.0.1", port)
+    await files.start()
+    await link.start()
+    files.rate_bps = 512 * 1024
+    config = tmp_path / "worker" / "config.toml"
+    models = tmp_path / "models"
+    ConfigStore(config).save(
+        Settings(api_base_url=link.url, models_root=models, auto_update_enabled=False)
+    )
+    worker = Worker(config, tmp_path / "worker.log")
+    try:
+        await until(studio.pending_requests, "a register request")
+        worker_id = studio.approve(studio.pending_requests()[0].id)
+        model_file = {
+            "role": "model",
+            "url": f"{files.url}/files/tiny.gguf",
+            "filename": "tiny.gguf",
+            "sha256": hashlib.sha256(gguf.read_bytes()).hexdigest(),
+        }
+        source = {"engine": "llama-cpp", "files": [model_file], "cliDefaults": {"contextSize": 256}}
+        task = {"kind": "llm", "messages": [{"role": "user", "content": "hello"}], "maxTokens": 32}
+        job_id = studio.submit_job("llm", {**task, "temperature": 0}, MODEL, model_source=source)
+        part = models / "llama-cpp" / MODEL / "tiny.gguf.part"
+        await until(part.exists, "the download under way")
+
+        link.refuse = True  # the studio goes out of reach ...
+        link.drop()
+        files.rate_bps = None  # ... while the download ends and the engine answers
+        journal = config.parent / "jobs"
+
+        def held() -> bool:
+            entries = [json.loads(p.read_text()) for p in journal.glob("*.json")]
+            return any(e["jobId"] == job_id and e["state"] == "held" for e in entries)
+
+        await until(held, "the result held in the journal")
+        worker.kill9()
+        assert studio.jobs.deliveries.get(job_id, 0) == 0
+        link.refuse = False
+
+        again = Worker(config, tmp_path / "again.log")
+        try:
+            job = await studio.wait_for_job(job_id, LIMIT_S)
+            assert job.status == "done", job.error
+            assert job.result["choices"][0]["message"]["content"] == TINY_ANSWER
+            assert (job.attempts, job.worker_id, studio.jobs.deliveries[job_id]) == (
+                0,
+                worker_id,
+                1,
+            )
+            assert f"reporting job {job_id} from before the restart: completeJson" in again.log
+            assert not list(journal.glob("*.json"))
+        finally:
+            assert again.stop() == 0
+    finally:
+        worker.stop()
+        await files.close()
+        await link.close()
