@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Live, shots_dir
-from processes import wait_for
+from dashboard_rig import Live, shots_dir, wait_for
 
 TABS = ("status", "jobs", "models", "config", "logs", "about")
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import discovered, pending_request, start_worker
-from processes import StudioProcess, wait_for
+from dashboard_rig import StudioProcess, discovered, pending_request, start_worker, wait_for
 
 
 def test_pending_hint_then_approval_shows_live(page: Any, tmp_path: Path) -> None:
