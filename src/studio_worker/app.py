@@ -35,7 +35,7 @@ from studio_worker.platform.lock import DaemonLock
 from studio_worker.platform.telemetry import init_telemetry
 from studio_worker.protocol.outcomes import AUTH_FAILED_HINT, EndKind
 from studio_worker.registration.client import RegistrationClient
-from studio_worker.results.uploader import ResultUploader
+from studio_worker.results.uploader import UPLOAD_RETRY_PAUSE_S, ResultUploader
 from studio_worker.session.attempt import Timing
 from studio_worker.session.outbox import Outbox
 from studio_worker.session.supervisor import ReconnectCapReached, SessionSupervisor
@@ -62,6 +62,7 @@ class DaemonTuning:
     timing: Timing = field(default_factory=Timing)
     registration_tick_s: float = DEFAULT_REGISTRATION_TICK_S
     backoff_scale: float = 1.0
+    upload_pause_s: float = UPLOAD_RETRY_PAUSE_S
 
 
 def build_engines(models_root: Path) -> EngineRegistry:
@@ -198,7 +199,7 @@ class Daemon:
             dispatcher = Dispatcher(
                 gate=gate,
                 engines=self.engines,
-                uploader=ResultUploader(http),
+                uploader=ResultUploader(http, pause_s=self.tuning.upload_pause_s),
                 models=models,
                 sink=outbox,
                 status=self.status,

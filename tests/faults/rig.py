@@ -32,6 +32,10 @@ from studio_worker.studio.records import JobRecord, JobStatus
 from studio_worker.studio.server import StudioServer
 
 TIMING = Timing(heartbeat_s=0.5, log_flush_s=0.2, read_idle_s=2.0, shutdown_grace_s=1.0)
+# Upload retries pause 0.1 s × attempt here (1 s × attempt in the contract).
+TUNING = DaemonTuning(
+    timing=TIMING, registration_tick_s=0.1, backoff_scale=0.05, upload_pause_s=0.1
+)
 GATED_TASK = {"kind": "llm", "messages": [{"role": "user", "content": "hold"}]}
 GATED_SOURCE = {"engine": "llama-cpp", "files": []}
 LIMIT_S = 20.0
@@ -131,7 +135,7 @@ async def fault_rig(
     engine = GatedEngine()
     daemon = Daemon(
         config,
-        tuning=DaemonTuning(timing=TIMING, registration_tick_s=0.1, backoff_scale=0.05),
+        tuning=TUNING,
         engines=EngineRegistry([llama or engine, SyntheticEngine()]),
     )
     task = asyncio.create_task(daemon.run())

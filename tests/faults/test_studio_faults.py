@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rig import GATED_SOURCE, GATED_TASK, TIMING, GatedEngine
+from rig import GATED_SOURCE, GATED_TASK, TUNING, GatedEngine
 
-from studio_worker.app import Daemon, DaemonTuning
+from studio_worker.app import Daemon
 from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
 from studio_worker.engines.registry import EngineRegistry
@@ -105,7 +105,7 @@ async def test_studio_killed_and_restarted_mid_job_gets_the_result_once(tmp_path
     engine = GatedEngine()
     daemon = Daemon(
         config,
-        tuning=DaemonTuning(timing=TIMING, registration_tick_s=0.1, backoff_scale=0.05),
+        tuning=TUNING,
         engines=EngineRegistry([engine, SyntheticEngine()]),
     )
     worker = asyncio.create_task(daemon.run())
