@@ -81,6 +81,18 @@ def test_logs_filter_by_level_and_search(page: Any, live: Live) -> None:
     page.get_by_test_id("log-search").fill("")
     page.get_by_test_id("log-level").select_option("error")
     expect(view.locator(".lvl-info")).to_have_count(0)
+    page.get_by_test_id("log-level").select_option("all")
+    expect(view.locator(".lvl-info").first).to_be_visible()
+    # scrolling up to read turns auto-scroll off
+    follow = page.get_by_label("Auto-scroll")
+    expect(follow).to_be_checked()
+    view.evaluate("v => { v.style.minHeight = '0'; v.style.height = '60px'; }")
+    page.wait_for_function(  # following: the next update keeps it scrolled to the end
+        "() => { const v = document.querySelector('[data-testid=log-view]');"
+        " return v.scrollTop > 0 && v.scrollTop + v.clientHeight >= v.scrollHeight - 4; }"
+    )
+    view.evaluate("v => { v.scrollTop = 0; }")
+    expect(follow).not_to_be_checked()
 
 
 def test_pause_from_the_page_declines_an_offer_paused_then_the_job_appears_live(

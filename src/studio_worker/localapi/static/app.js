@@ -315,10 +315,9 @@ function renderLogs(panel) {
     logsUi.level.addEventListener("change", refilter);
     logsUi.search.addEventListener("input", refilter);
     logsUi.view.addEventListener("scroll", () => {
+      // scrolling up to read stops auto-scroll (our own scrolls always land at the bottom)
       const v = logsUi.view;
-      const atBottom = v.scrollTop + v.clientHeight >= v.scrollHeight - 4;
-      if (!atBottom && logsUi.follow.checked && logsUi.autoScrolling !== true) logsUi.follow.checked = false;
-      logsUi.autoScrolling = false;
+      if (v.scrollTop + v.clientHeight < v.scrollHeight - 4) logsUi.follow.checked = false;
     });
     panel.replaceChildren(
       h("div", { class: "toolbar" }, logsUi.level, logsUi.search,
@@ -344,10 +343,7 @@ function renderLogs(panel) {
   }
   logsUi.lastSeq = app.logsSeq;
   logsUi.count.textContent = `${app.logs.filter(logMatches).length} of the last ${app.logs.length} lines`;
-  if (logsUi.follow.checked) {
-    logsUi.autoScrolling = true;
-    logsUi.view.scrollTop = logsUi.view.scrollHeight;
-  }
+  if (logsUi.follow.checked) logsUi.view.scrollTop = logsUi.view.scrollHeight;
 }
 
 // ---- Models tab: pull form ---------------------------------------------------------------
