@@ -98,6 +98,21 @@ def test_alive_stamps_the_entries_of_this_process(tmp_path: Path) -> None:
     assert restarted(tmp_path, clock=lambda: 1021.0).recover() != []
 
 
+def test_an_outcome_made_during_an_outage_is_stamped_with_the_last_contact(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    journal = JobJournal(tmp_path, clock=lambda: now[0])
+    journal.alive()  # the studio's last word
+    journal.running("job-1")
+    now[0] = 1100.0  # a long outage; the job ends meanwhile
+    journal.held(RESULT)
+    (path,) = tmp_path.glob("*.json")
+    assert path.stat().st_mtime == 1000.0
+    # the studio has taken the job back long ago: a restart now must not send it
+    assert restarted(tmp_path, clock=lambda: 1101.0).recover() == []
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -14,9 +14,10 @@ the studio acks it: a frame the studio already took and then sees again is a pro
 violation (§3.5, 4002) that ends the worker, while a lost frame only costs the studio its
 30 s hold timer (the job is requeued, nothing lost). For the same reason an entry is only
 replayed while the studio can still hold the job: its file's mtime is the last moment the
-studio was heard from (touched on every frame received, at most once a second), and an
-entry older than `replay_window_s` is set aside unsent. Corrupt entries are renamed
-`*.corrupt` (a few are kept for a person to read) and never stop the worker.
+studio was heard from (stamped on every write and touched on every frame received, at
+most once a second), and an entry older than `replay_window_s` is set aside unsent.
+Corrupt entries are renamed `*.corrupt` (a few are kept for a person to read) and never
+stop the worker.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class JobJournal:
         self._mine: set[str] = set()  # job ids journaled by this process
         self._recovered = False
         self._touched = 0.0
+        self._contact: float | None = None  # wall time the studio was last heard from
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -116,6 +118,7 @@ class JobJournal:
     def alive(self) -> None:
         """The studio was just heard from: stamp this process's entries (≤ once a second)."""
         now = self._clock()
+        self._contact = now
         if now - self._touched < TOUCH_EVERY_S:
             return
         self._touched = now
@@ -219,6 +222,10 @@ class JobJournal:
                 handle.write(json.dumps(entry, separators=(",", ":")).encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
+            # The stamp is the last word from the studio, not this write: an outcome made
+            # during an outage must not look fresh to the next process.
+            stamp = self._contact if self._contact is not None else self._clock()
+            os.utime(tmp, (stamp, stamp))
             os.replace(tmp, path)
             _fsync_dir(self.folder)
         except OSError as exc:
