@@ -6,6 +6,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from studio_worker.studio import StudioServer
+from studio_worker.studio import ws as ws_module
 
 from .peers import LLM_TASK, Peer, caps, expect, recv, send
 
@@ -91,6 +92,21 @@ async def test_hello_with_bad_token_is_auth_failed(peer: Peer) -> None:
     error = await recv(ws)
     assert error == {"type": "error", "code": "auth_failed", "message": "invalid auth token"}
     assert await closed_code(ws) == 4001
+
+
+async def test_a_new_connection_is_welcomed_without_waiting_for_a_dead_older_one(
+    peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The older socket's peer is gone (half-open): it will never answer the close.
+    monkeypatch.setattr(ws_module, "CLOSE_TIMEOUT_S", 60.0)
+    worker_id, token = await peer.approved_worker()
+    first = await peer.session(worker_id, token)
+    first.transport.pause_reading()
+    second = await peer.session(worker_id, token)  # welcomed within recv's 5 s deadline
+    await send(second, {"type": "heartbeat", "capabilities": caps()})
+    assert (await expect(second, "heartbeatAck"))["type"] == "heartbeatAck"
+    await second.close()
+    first.transport.abort()
 
 
 async def test_second_connection_closes_the_first_with_4003(peer: Peer) -> None:
