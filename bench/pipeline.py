@@ -24,7 +24,8 @@ process and real frames (offer, accept, completeJson, completeAck per job).
 
     .venv/bin/python bench/pipeline.py [--jobs 1000] [--latency-jobs 200] [--kind llm]
 
-BENCH_WORKER_STDERR=1 shows the worker's log instead of discarding it.
+BENCH_WORKER_STDERR=1 shows the worker's log instead of discarding it;
+BENCH_WORKER_PROFILE=FILE runs the worker under cProfile and writes its stats there.
 """
 
 from __future__ import annotations
@@ -148,8 +149,10 @@ async def start_worker(studio: StudioServer, work: Path) -> subprocess.Popen[byt
         f'models_root = "{work / "models"}"\n'
     )
     env = {**os.environ, "STUDIO_WORKER_REGISTRATION_POLL_SECS": "0.2"}
+    profile = os.environ.get("BENCH_WORKER_PROFILE")  # cProfile output file for the worker
+    python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "studio_worker", "--config", str(config), "run"],
+        [*python, "-m", "studio_worker", "--config", str(config), "run"],
         env=env,
         stderr=None if os.environ.get("BENCH_WORKER_STDERR") else subprocess.DEVNULL,
     )

@@ -400,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=None, help="C compile jobs (default: CPUs)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, build nothing")
+    parser.add_argument(
+        "--archive-path",
+        action="store_true",
+        help="print only the path of the archive this build writes, build nothing",
+    )
     args = parser.parse_args(argv)
     try:
         triple = target_triple()
@@ -419,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         installs = engine_install_commands(args.variant, engines) if args.install_engines else []
         name = asset_name(version, triple, args.variant)
+        if args.archive_path:
+            print(OUT_DIR / name)
+            return 0
         chosen = ", ".join(engines) or "none"
         print(f"studio-worker {version} for {triple} ({args.variant}), engines: {chosen}")
         for engine, flags in cmake_args(args.variant, engines).items():

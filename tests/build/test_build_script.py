@@ -195,6 +195,20 @@ def test_dry_run_prints_the_command() -> None:
     assert f"studio-worker-{build.project_version()}-{build.target_triple()}" in result.stdout
 
 
+def test_archive_path_prints_only_the_archive() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--variant", "cpu", "--engines", "none", "--archive-path"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    expected = build.OUT_DIR / build.asset_name(
+        build.project_version(), build.target_triple(), "cpu"
+    )
+    assert result.stdout == f"{expected}\n"
+
+
 def test_bad_engine_is_exit_2() -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--engines", "video", "--dry-run"],

@@ -104,13 +104,15 @@ class StudioProcess:
 
 
 class WorkerProcess:
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, command: list[str] | None = None) -> None:
+        """`command` runs the worker another way (a built binary); default: this package."""
         self.config = config
         self.log_path = log_path
         env = {**os.environ, "STUDIO_WORKER_REGISTRATION_POLL_SECS": "0.3", "PYTHONUNBUFFERED": "1"}
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        program = command or [sys.executable, "-m", "studio_worker"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "studio_worker", "--config", str(config), "run"],
+            [*program, "--config", str(config), "run"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
