@@ -69,6 +69,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "install-service": "studio_worker.services_cli:install_service_cmd",
     "uninstall-service": "studio_worker.services_cli:uninstall_service_cmd",
     "check-update": "studio_worker.update_cli:check_update_cmd",
+    "dashboard": "studio_worker.dashboard_cli:dashboard_cmd",
     "update": "studio_worker.update_cli:update_cmd",
     "ui": "studio_worker.ui_cli:ui_cmd",
 }

@@ -48,12 +48,12 @@ class NoDaemon(Exception):
     """No daemon answers on the discovery file's URL (none runs, or a stale file)."""
 
 
-def _config_path(ctx: click.Context) -> Path:
+def config_path_of(ctx: click.Context) -> Path:
     path = getattr(ctx.find_root().obj, "config_path", None)
     return path if isinstance(path, Path) else default_config_path()
 
 
-def _daemon(config_path: Path) -> tuple[str, str] | None:
+def daemon_address(config_path: Path) -> tuple[str, str] | None:
     """(url, token) from the running daemon's discovery file, if there is one."""
     try:
         found = json.loads(state_file(config_path, DISCOVERY_FILE).read_text(encoding="utf-8"))
@@ -67,7 +67,7 @@ def _daemon(config_path: Path) -> tuple[str, str] | None:
 
 def via_daemon(config_path: Path, action: str, *, wait: bool = False) -> Answer:
     """POST /daemon/update/<action> on the running daemon; NoDaemon when none answers."""
-    found = _daemon(config_path)
+    found = daemon_address(config_path)
     if found is None:
         raise NoDaemon
     url, token = found
@@ -132,7 +132,7 @@ def in_process(settings: Settings, action: str, *, config_path: Path) -> Answer:
 
 
 def _run(ctx: click.Context, action: str, *, wait: bool = False) -> Answer:
-    config_path = _config_path(ctx)
+    config_path = config_path_of(ctx)
     try:
         return via_daemon(config_path, action, wait=wait)
     except NoDaemon:
