@@ -17,9 +17,12 @@ from rig import Rig, fault_rig
 
 from studio_worker.app import EXIT_AUTH_FAILED, EXIT_FATAL
 from studio_worker.jobs.dispatcher import SHUTDOWN_ERROR
+from studio_worker.jobs.journal import REPLAY_WINDOW_S
+from studio_worker.protocol.backoff import BASE_BACKOFF_MS
 from studio_worker.results.uploader import UPLOAD_ATTEMPTS, UPLOAD_RETRY_PAUSE_S
-from studio_worker.session.attempt import Timing
+from studio_worker.session.attempt import DEAD_LINK_CLOSE_S, Timing
 from studio_worker.session.connect import CLOSE_TIMEOUT_S, CONNECT_TIMEOUT_S
+from studio_worker.session.outbox import HOLD_S
 from studio_worker.studio.records import JobStatus
 
 SMALL_IMAGE = {"kind": "image", "prompt": "a lantern", "ext": "png", "width": 16, "height": 16}
@@ -38,6 +41,15 @@ def test_the_contract_clocks_are_the_defaults() -> None:
     assert timing.shutdown_grace_s == 5.0
     assert (CONNECT_TIMEOUT_S, CLOSE_TIMEOUT_S) == (15.0, 5.0)
     assert (UPLOAD_ATTEMPTS, UPLOAD_RETRY_PAUSE_S) == (3, 1.0)
+
+
+def test_a_result_held_over_a_half_open_link_leaves_inside_the_studio_hold() -> None:
+    """Silence detected (20 s), the dead socket dropped (≤ 1 s), the first reconnect
+    (1 s backoff): the result then waiting in the outbox is still sent (the outbox keeps
+    job frames for 25 s of silence; the studio holds the job for 30 s, §3.6)."""
+    connect_and_welcome = 2.0  # a generous loopback-to-studio handshake
+    back = Timing().read_idle_s + DEAD_LINK_CLOSE_S + BASE_BACKOFF_MS / 1000 + connect_and_welcome
+    assert back < HOLD_S == REPLAY_WINDOW_S < 30.0
 
 
 async def test_half_open_socket_is_detected_and_the_result_leaves_on_the_next_session(

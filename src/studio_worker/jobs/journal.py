@@ -40,8 +40,9 @@ from studio_worker.protocol.frames import CompleteJson, Fail, FrameError, decode
 log = logging.getLogger(__name__)
 
 # The studio holds a job of a vanished worker for 30 s after its last heartbeat
-# (protocol §3.6); a replay must land well inside that.
-REPLAY_WINDOW_S = 20.0
+# (protocol §3.6); a replay must land well inside that. The same bound guards frames
+# waiting in the outbox across a reconnect (`session/outbox.py`).
+REPLAY_WINDOW_S = 25.0
 MAX_ENTRIES = 16  # the worker runs one job at a time: a handful is plenty
 MAX_ENTRY_BYTES = 1024 * 1024  # a bigger result is journaled as `running` only
 KEEP_CORRUPT = 4

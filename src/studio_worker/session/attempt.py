@@ -63,6 +63,10 @@ class Timing:
 
 
 OUTBOX_FLUSH_S = 2.0  # on stop: how long the last frames get to leave
+# After the read-idle timeout the link is presumed dead: the close frame is still sent,
+# but its answer is awaited this long, not the full 5 s bound (§3.5), so the reconnect —
+# and the results waiting for it — land well inside the studio's 30 s hold.
+DEAD_LINK_CLOSE_S = 1.0
 
 
 class SessionAttempt:
@@ -95,6 +99,7 @@ class SessionAttempt:
         self._done = asyncio.Event()
         self._end: SessionEnd | None = None
         self._close: Close | None = None
+        self._silent = False  # the read-idle timer ended the session
 
     async def run(self, stop: asyncio.Event) -> SessionEnd:
         try:
@@ -186,6 +191,7 @@ class SessionAttempt:
                 async with asyncio.timeout(self._timing.read_idle_s):
                     text = await self._ws.recv()
             except TimeoutError:
+                self._silent = True
                 await self._apply(self._machine.idle_timeout(self._timing.read_idle_s))
                 return
             except ConnectionClosed as exc:
@@ -248,9 +254,12 @@ class SessionAttempt:
 
     async def _close_socket(self) -> None:
         close = self._close or Close(1000, "session ended")
+        wait = DEAD_LINK_CLOSE_S if self._silent else CLOSE_TIMEOUT_S
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(wait):
                 await self._ws.close(close.code, close.reason)
+        if self._silent:
+            self._ws.transport.abort()  # no answer is coming: drop the socket now
 
 
 def _pause_line(paused: bool) -> str:

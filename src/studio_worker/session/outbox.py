@@ -21,13 +21,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from studio_worker.domain.wire import WireModel
+from studio_worker.jobs.journal import REPLAY_WINDOW_S
 from studio_worker.protocol.frames import CompleteJson, Fail, encode
 
 log = logging.getLogger(__name__)
 
 # The studio's hold on a silent worker's job is 30 s (§3.6); a frame older than this
 # since the last word from the studio is not sent.
-HOLD_S = 20.0
+HOLD_S = REPLAY_WINDOW_S
 
 
 class Ledger(Protocol):
