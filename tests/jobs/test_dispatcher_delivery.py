@@ -110,3 +110,14 @@ async def test_three_5xx_fail_retryable(upload_server: Any) -> None:
     ]
     record = status.snapshot().recent_jobs[0]
     assert record.outcome == "failed" and not status.snapshot().current_job
+
+
+async def test_409_sends_no_fail_for_a_job_the_studio_does_not_hold(upload_server: Any) -> None:
+    url, statuses, seen = upload_server
+    statuses.append(409)
+    sink, status, ship = await deliver_one(url)
+    assert seen == [409]  # not retried
+    assert sink.frames == []  # a fail here would be a protocol violation (4002)
+    (record,) = status.snapshot().recent_jobs
+    assert record.outcome == "failed" and record.error is not None and "409" in record.error
+    assert any("job no longer ours" in e.message for e in ship.drain())

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from studio_worker.domain.results import BinaryResult
 from studio_worker.protocol.urls import StudioLink
-from studio_worker.results.uploader import ResultUploader, UploadError
+from studio_worker.results.uploader import NotHeld, ResultUploader, UploadError
 
 
 @dataclass
@@ -106,3 +106,12 @@ async def test_transport_errors_are_retried() -> None:
     with pytest.raises(UploadError, match="complete failed: ConnectError"):
         await upload(dead, sleeps)
     assert sleeps == [1.0, 2.0]
+
+
+async def test_409_is_not_held_and_not_retried(studio: Studio) -> None:
+    studio.statuses = [409]
+    sleeps: list[float] = []
+    with pytest.raises(NotHeld) as info:
+        await upload(studio, sleeps)
+    assert len(studio.seen) == 1 and sleeps == []
+    assert info.value.retryable is True and info.value.message.startswith("complete failed: 409")

@@ -33,7 +33,7 @@ from studio_worker.jobs.journal import JobJournal
 from studio_worker.protocol.frames import Accept, CompleteJson, Fail, Reject
 from studio_worker.protocol.ports import FrameSink
 from studio_worker.protocol.urls import StudioLink
-from studio_worker.results.uploader import ResultUploader
+from studio_worker.results.uploader import NotHeld, ResultUploader
 from studio_worker.status.shiplog import Breadcrumbs
 from studio_worker.status.store import JobRecord, StatusStore
 
@@ -197,6 +197,11 @@ class Dispatcher:
             dispatched = f"{claim.task.kind.value} dispatched in {_ms(started)}ms"
             await self._deliver(claim, prompt, result, dispatched)
             outcome = "completed"
+        except NotHeld as exc:  # nothing to tell the studio about a job it does not hold
+            error = exc.message
+            self._crumbs("warn", "ws", f"result not taken, job no longer ours: {error}", job_id)
+            if self._journal is not None:
+                self._journal.done(job_id)
         except JobError as exc:
             error = exc.message
             self._fail(job_id, exc.message, exc.retryable, "dispatch failed")

@@ -30,6 +30,11 @@ class UploadError(JobError):
     retryable = True
 
 
+class NotHeld(UploadError):
+    """409: the studio does not hold this job for this worker (§2.3) — it was taken back,
+    or already has this result. A `fail` for it would be a protocol violation (§3.5)."""
+
+
 def _clip(text: str) -> str:
     text = text.strip()
     return text if len(text) <= ERROR_BODY_MAX_CHARS else text[:ERROR_BODY_MAX_CHARS] + "…"
@@ -86,6 +91,8 @@ class ResultUploader:
                     f"complete failed: {response.status_code} {response.reason_phrase}"
                     f" — {_clip(response.text)}"
                 )
+                if response.status_code == 409:
+                    raise NotHeld(last_error)
                 if response.status_code < 500:
                     break  # 4xx: the studio will not take it on a second try either
             log.warning(
