@@ -29,6 +29,7 @@ from studio_worker.jobs.dispatcher import Dispatcher
 from studio_worker.jobs.gate import JobGate
 from studio_worker.jobs.journal import JobJournal
 from studio_worker.localapi import LocalApi, LocalApiDeps, LogRing
+from studio_worker.localapi.dashboard import dashboard_url
 from studio_worker.models import DownloadProgress, ModelStore
 from studio_worker.platform import sysinfo, updater
 from studio_worker.platform.lock import DaemonLock
@@ -276,6 +277,14 @@ class Daemon:
                     updates.cancel()
         return code
 
+    def dashboard_url(self) -> str | None:
+        """The dashboard with the token handed over in the URL fragment; None while the
+        local API is not serving."""
+        api = self.local_api
+        if api is None or api.url is None:
+            return None
+        return dashboard_url(api.url, api.token)
+
     def _worker_id(self) -> str | None:
         link = self.live.link()
         return link.worker_id if link is not None else None
@@ -343,6 +352,38 @@ def run_daemon(config_path: Path | None) -> int:
     tuning = DaemonTuning(registration_tick_s=registration_poll_s(os.environ))
     daemon = Daemon(config_path or default_config_path(), redactor=redactor, tuning=tuning)
     code = asyncio.run(_with_signals(daemon))
+    if daemon.restart_into is not None:
+        return updater.restart_process(daemon.restart_into)
+    return code
+
+
+def run_ui(config_path: Path | None) -> int:
+    """Entry of `studio-worker ui`: the daemon plus a tray icon and desktop notifications
+    (`studio_worker.desktop`); headless with a logged reason when no tray can be had."""
+    from studio_worker.desktop.control import InProcessControl
+    from studio_worker.desktop.notices import update_notice
+    from studio_worker.desktop.shell import desktop_notifier, run_desktop
+
+    redactor = SecretRedactor()
+    setup_logging(redactor)
+    init_telemetry(redactor)
+    tuning = DaemonTuning(registration_tick_s=registration_poll_s(os.environ))
+    daemon = Daemon(config_path or default_config_path(), redactor=redactor, tuning=tuning)
+    control = InProcessControl(
+        status=daemon.status,
+        store=daemon.store,
+        stop=daemon.stop,
+        run=daemon.run,
+        dashboard_url=daemon.dashboard_url,
+    )
+    code = run_desktop(
+        control,
+        control.serve,
+        config_path=daemon.config_path,
+        notifier=desktop_notifier(state_file(daemon.config_path, "notify-icon.png")),
+        auto_start=lambda: daemon._live.current.auto_start if daemon._live else None,
+        final_notice=lambda: update_notice(daemon.install) if daemon.restart_into else None,
+    )
     if daemon.restart_into is not None:
         return updater.restart_process(daemon.restart_into)
     return code

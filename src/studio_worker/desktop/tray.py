@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import webbrowser
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,8 @@ from studio_worker.status.store import Snapshot
 
 log = logging.getLogger(__name__)
 
+SHOW_ATTEMPTS = 40
+SHOW_RETRY_S = 0.05
 INSTALL_HINT = "the tray icon needs pystray: pip install 'studio-worker[desktop]'"
 
 
@@ -134,7 +137,25 @@ class TrayApp:
         self.icon.run(setup=self._setup)
 
     def _setup(self, icon: Any) -> None:
+        try:
+            self._show(icon)
+        finally:  # shown or not, the icon's loop runs and stop() must be able to end it
+            self._mark_running()
+
+    @staticmethod
+    def _show(icon: Any) -> None:
+        # pystray 0.19's xorg backend calls setup before it records its loop thread, and
+        # showing from here fails until it has (AttributeError); retry briefly.
+        for _ in range(SHOW_ATTEMPTS - 1):
+            try:
+                icon.visible = True
+            except AttributeError:
+                time.sleep(SHOW_RETRY_S)
+            else:
+                return
         icon.visible = True
+
+    def _mark_running(self) -> None:
         with self._lock:
             self._running = True
             stop_now = self._stop_requested
