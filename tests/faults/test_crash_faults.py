@@ -144,8 +144,9 @@ async def test_kill_9_mid_download_is_reported_at_once_and_the_download_resumes(
             assert (models / "llama-cpp" / MODEL / "tiny.gguf").stat().st_size == size
             assert not part.exists()
             assert not list((config.parent / "jobs").glob("*.json"))  # cleaned on delivery
+            assert again.stop() == 0  # SIGTERM: a clean stop
         finally:
-            assert again.stop() == 0
+            again.stop()
     finally:
         worker.stop()
         await files.close()
@@ -253,9 +254,61 @@ async def test_kill_9_with_a_finished_result_held_delivers_it_after_the_restart(
             )
             assert f"reporting job {job_id} from before the restart: completeJson" in again.log
             assert not list(journal.glob("*.json"))
+            assert again.stop() == 0  # SIGTERM: a clean stop
         finally:
-            assert again.stop() == 0
+            again.stop()
     finally:
         worker.stop()
         await files.close()
+        await link.close()
+
+
+async def test_kill_9_mid_upload_uploads_the_kept_result_after_the_restart(
+    studio: StudioServer, tmp_path: Path
+) -> None:
+    assert studio.url is not None
+    link = FaultProxy("127.0.0.1", int(studio.url.rsplit(":", 1)[1]))
+    await link.start()
+    config = tmp_path / "worker" / "config.toml"
+    ConfigStore(config).save(
+        Settings(api_base_url=link.url, models_root=tmp_path / "models", auto_update_enabled=False)
+    )
+    worker = Worker(config, tmp_path / "worker.log")
+    try:
+        await until(studio.pending_requests, "a register request")
+        worker_id = studio.approve(studio.pending_requests()[0].id)
+        # A slow uplink and a result (12 MiB) bigger than the socket buffers: the kill
+        # cuts the upload (what the kernel had buffered still leaves, then the cut).
+        link.rate_bps = 1024 * 1024
+        task = {"kind": "image", "prompt": "a lantern", "ext": "bmp", "width": 2048, "height": 2048}
+        job_id = studio.submit_job("image", task)
+        journal = config.parent / "jobs"
+
+        def uploading() -> bool:
+            entries = [json.loads(p.read_text()) for p in journal.glob("*.json")]
+            kept = list(journal.glob("*.bin"))
+            return bool(kept) and any(e["state"] == "uploading" for e in entries)
+
+        await until(uploading, "the upload under way, its bytes kept")
+        worker.kill9()
+        kept = next(journal.glob("*.bin")).read_bytes()
+        job = studio.get_job(job_id)
+        assert job is not None and job.status == "running" and studio.jobs.deliveries == {}
+        link.rate_bps = None
+
+        again = Worker(config, tmp_path / "again.log")
+        try:
+            job = await studio.wait_for_job(job_id, LIMIT_S)
+            assert (job.status, job.attempts, job.worker_id) == ("done", 0, worker_id)
+            assert studio.jobs.deliveries[job_id] == 1
+            assert job.result_path is not None and job.size == len(kept)
+            assert job.mime == "image/bmp"
+            assert f"uploading job {job_id} again, from before the restart" in again.log
+            # cleaned once the worker has read the studio's 2xx
+            await until(lambda: not list(journal.iterdir()), "the kept result cleared")
+            assert again.stop() == 0  # SIGTERM: a clean stop
+        finally:
+            again.stop()
+    finally:
+        worker.stop()
         await link.close()

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
+from studio_worker.domain.results import BinaryResult
 from studio_worker.domain.tasks import JobOfferClaim
 from studio_worker.domain.wire import WireModel
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.jobs.dispatcher import Dispatcher
 from studio_worker.jobs.gate import JobGate
+from studio_worker.jobs.journal import JobJournal
 from studio_worker.protocol.frames import Accept, Fail
 from studio_worker.protocol.urls import StudioLink
 from studio_worker.results.uploader import ResultUploader
@@ -121,3 +125,52 @@ async def test_409_sends_no_fail_for_a_job_the_studio_does_not_hold(upload_serve
     (record,) = status.snapshot().recent_jobs
     assert record.outcome == "failed" and record.error is not None and "409" in record.error
     assert any("job no longer ours" in e.message for e in ship.drain())
+
+
+@pytest.mark.parametrize(
+    ("answers", "frames"),
+    [
+        ([200], []),  # delivered from the kept bytes
+        ([409], []),  # it had landed before the stop (or was taken back): nothing sent
+        ([500, 500, 500], ["fail"]),  # the studio holds it but will not take it: retryable
+    ],
+)
+async def test_an_upload_cut_by_a_crash_is_made_again_at_the_next_welcome(
+    upload_server: Any, tmp_path: Path, answers: list[int], frames: list[str]
+) -> None:
+    url, statuses, seen = upload_server
+    statuses.extend(answers)
+    JobJournal(tmp_path).uploading("j1", "hi", BinaryResult(b"RIFF....WAVE", "wav"))
+    journal = JobJournal(tmp_path)  # the next process
+    sink, status = Sink(), StatusStore()
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    async with httpx.AsyncClient() as http:
+        dispatcher = Dispatcher(
+            gate=JobGate(),
+            engines=EngineRegistry([SyntheticEngine()]),
+            uploader=ResultUploader(http, sleep=no_sleep),
+            sink=sink,
+            status=status,
+            crumbs=Breadcrumbs(ShipQueue()),
+            link=lambda: StudioLink(url, "w1", "tok"),
+            journal=journal,
+        )
+        runner = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0)
+        assert journal.recover() == []  # what `Outbox.welcomed` does first
+        dispatcher.welcomed()
+        async with asyncio.timeout(10):
+            # done: a fail in the sink, or (delivered or not ours) the journal cleared
+            while not (sink.frames if frames else not os.listdir(tmp_path)):
+                await asyncio.sleep(0.01)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert seen == answers
+    assert [f.type for f in sink.frames] == frames  # type: ignore[attr-defined]
+    if frames:
+        assert sink.frames[0] == Fail(
+            job_id="j1", error="complete failed: 500 Internal Server Error — boom", retryable=True
+        )

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from studio_worker.jobs.journal import RESTARTED_ERROR, JobJournal
+from studio_worker.domain.results import BinaryResult
+from studio_worker.jobs import journal as journal_module
+from studio_worker.jobs.journal import RESTARTED_ERROR, HeldUpload, JobJournal
 from studio_worker.protocol.frames import CompleteJson, Fail, LogBatch
 from studio_worker.session.outbox import Outbox
 
@@ -38,10 +40,9 @@ def entries(folder: Path) -> list[str]:
             lambda j: j.held(Fail(job_id="job-1", error="boom", retryable=False)),
             [Fail(job_id="job-1", error="boom", retryable=False)],
         ),
-        (lambda j: j.uploading("job-1"), []),  # the upload may have landed: never a fail
         (lambda j: (j.running("job-1"), j.done("job-1")), []),
     ],
-    ids=["running", "held-result", "held-fail", "uploading", "done"],
+    ids=["running", "held-result", "held-fail", "done"],
 )
 def test_what_a_restarted_worker_reports(write, expected, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     write(JobJournal(tmp_path))
@@ -166,6 +167,29 @@ def test_an_unwritable_folder_costs_the_journal_not_the_job(tmp_path: Path) -> N
     journal.alive()
     journal.sending(RESULT)
     assert journal.recover() == []
+
+
+def test_an_upload_under_way_is_made_again_from_the_kept_bytes(tmp_path: Path) -> None:
+    image = BinaryResult(b"\x89PNG...", "png")
+    journal = JobJournal(tmp_path)
+    journal.uploading("job-1", "a lantern", image)
+    assert (tmp_path / next(tmp_path.glob("*.bin")).name).stat().st_mode & 0o777 == 0o600
+    again = restarted(tmp_path)
+    assert again.recover() == []  # never a `fail`: the upload may have landed
+    assert again.take_uploads() == [HeldUpload("job-1", "a lantern", image)]
+    assert again.take_uploads() == []
+    again.done("job-1")
+    assert entries(tmp_path) == []
+
+
+def test_an_upload_whose_bytes_were_not_kept_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "MAX_HELD_BYTES", 4)
+    JobJournal(tmp_path).uploading("job-1", "a lantern", BinaryResult(b"too big", "png"))
+    again = restarted(tmp_path)
+    assert again.recover() == [] and again.take_uploads() == []
+    assert entries(tmp_path) == []
 
 
 def test_entries_of_another_registration_are_not_reported(tmp_path: Path) -> None:

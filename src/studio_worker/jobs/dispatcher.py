@@ -29,7 +29,7 @@ from studio_worker.domain.tasks import JobOfferClaim, ModelSource, full_prompt, 
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.jobs.admission import BUSY, Admit, admit
 from studio_worker.jobs.gate import JobGate
-from studio_worker.jobs.journal import JobJournal
+from studio_worker.jobs.journal import HeldUpload, JobJournal
 from studio_worker.protocol.frames import Accept, CompleteJson, Fail, Reject
 from studio_worker.protocol.ports import FrameSink
 from studio_worker.protocol.urls import StudioLink
@@ -84,6 +84,7 @@ class Dispatcher:
         self._journal = journal
         self._engine_tasks: dict[str, asyncio.Task[None]] = {}  # jobs not yet settled
         self._closing = False  # shutting down: every offer is declined busy
+        self._group: asyncio.TaskGroup | None = None
         self._queue: asyncio.Queue[JobOfferClaim] = asyncio.Queue()
         self._cancel = threading.Event()
         self._idle = asyncio.Event()
@@ -155,6 +156,30 @@ class Dispatcher:
             task.cancel()
             self._fail(job_id, SHUTDOWN_ERROR, True, "dispatch failed")
 
+    def welcomed(self) -> None:
+        """A session is up: upload again what a past run was uploading when it stopped
+        (after the outbox took the journal's frames, `Outbox.welcomed`)."""
+        if self._journal is None or self._group is None:
+            return
+        for upload in self._journal.take_uploads():
+            self._group.create_task(self._reupload(upload), name=f"reupload-{upload.job_id}")
+
+    async def _reupload(self, upload: HeldUpload) -> None:
+        job_id = upload.job_id
+        link = self._link()
+        if link is None or self._journal is None:
+            return
+        try:
+            await self._uploader.upload(link, job_id, upload.prompt, upload.result)
+        except NotHeld as exc:  # it landed before the stop, or the studio took the job back
+            self._crumbs("warn", "ws", f"kept result not taken: {exc.message}", job_id)
+            self._journal.done(job_id)
+        except JobError as exc:
+            self._fail(job_id, exc.message, True, "dispatch failed")
+        else:
+            self._journal.done(job_id)
+            self._crumbs("info", "ws", "binary upload ok (kept from before the restart)", job_id)
+
     def refuse_unreadable(self, job_id: str, reason: str) -> None:
         """An offer we cannot read: accept it and fail it terminally, so it never loops."""
         self._crumbs("error", "ws", f"dispatch failed: unreadable offer: {reason}", job_id)
@@ -167,6 +192,7 @@ class Dispatcher:
         """Run accepted jobs until cancelled; each job is its own task."""
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 while True:
                     claim = await self._queue.get()
                     task = group.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
@@ -275,7 +301,7 @@ class Dispatcher:
             if link is None:
                 raise JobError("worker lost its studio credentials before the upload")
             if self._journal is not None:
-                self._journal.uploading(job_id)
+                self._journal.uploading(job_id, prompt, result)
             await self._uploader.upload(link, job_id, prompt, result)
             if self._journal is not None:
                 self._journal.done(job_id)

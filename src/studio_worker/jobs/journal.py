@@ -7,7 +7,12 @@ renamed (then the folder fsynced), so a reader sees an entry whole or not at all
 | ----------- | ------------------------------------- | ----------------------------------------- |
 | `running`   | the `accept` has left                 | `fail` retryable "worker restarted …"     |
 | `held`      | the outcome frame is in the outbox    | that frame (`completeJson` or `fail`)     |
-| `uploading` | a binary result's upload has started  | nothing: the upload may have landed       |
+| `uploading` | a binary result's upload has started  | the upload again, from the kept bytes     |
+
+A binary result up to `MAX_HELD_BYTES` is kept next to its entry (`<name>.bin`) while
+it uploads; a second upload is safe where a second frame is not: a studio that already
+took it, or took the job back, answers 409 (`NotHeld`) and nothing else is sent.
+Without the bytes (too big, or the disk refused them) nothing is sent for the job.
 
 An entry is removed the moment its frame is handed to the socket (`sending`), not when
 the studio acks it: a frame the studio already took and then sees again is a protocol
@@ -30,10 +35,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from studio_worker.domain.results import BinaryResult
 from studio_worker.domain.wire import WireModel
 from studio_worker.protocol.frames import CompleteJson, Fail, FrameError, decode_worker_frame
 
@@ -45,10 +52,20 @@ log = logging.getLogger(__name__)
 REPLAY_WINDOW_S = 25.0
 MAX_ENTRIES = 16  # the worker runs one job at a time: a handful is plenty
 MAX_ENTRY_BYTES = 1024 * 1024  # a bigger result is journaled as `running` only
+MAX_HELD_BYTES = 32 * 1024 * 1024  # a bigger binary result is not kept for a re-upload
 KEEP_CORRUPT = 4
 TOUCH_EVERY_S = 1.0
 RESTARTED_ERROR = "worker restarted while running the job"
 VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HeldUpload:
+    """A binary result a past run was uploading when it stopped."""
+
+    job_id: str
+    prompt: str
+    result: BinaryResult
 
 
 class EntryState(StrEnum):
@@ -78,6 +95,7 @@ class JobJournal:
         self._recovered = False
         self._touched = 0.0
         self._contact: float | None = None  # wall time the studio was last heard from
+        self._uploads: list[HeldUpload] = []  # found by `recover`, taken by the dispatcher
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -95,16 +113,25 @@ class JobJournal:
         else:
             self._write(frame.job_id, EntryState.HELD, wire)
 
-    def uploading(self, job_id: str) -> None:
-        self._write(job_id, EntryState.UPLOADING, None)
+    def uploading(self, job_id: str, prompt: str, result: BinaryResult) -> None:
+        kept: dict[str, Any] = {}
+        if len(result.data) <= MAX_HELD_BYTES and self._keep_bytes(job_id, result.data):
+            kept = {"prompt": prompt, "ext": result.ext}
+        self._write(job_id, EntryState.UPLOADING, None, kept)
 
     def done(self, job_id: str) -> None:
         """The studio has (or is being handed) this job's outcome: forget the job."""
         self._mine.discard(job_id)
         try:
             self._path(job_id).unlink(missing_ok=True)
+            self._path(job_id).with_suffix(".bin").unlink(missing_ok=True)
         except OSError as exc:
             log.warning("could not clear job %s from the journal: %s", job_id, exc)
+
+    def take_uploads(self) -> list[HeldUpload]:
+        """The uploads `recover` found; the dispatcher makes them again."""
+        uploads, self._uploads = self._uploads, []
+        return uploads
 
     # ---- the outbox's ledger port ----------------------------------------------------
 
@@ -162,7 +189,7 @@ class JobJournal:
                 job_id,
                 extra={"job_id": job_id, "op": "journal"},
             )
-            _unlink(path)
+            _forget(path)
             return None
         if age > self._window:
             log.warning(
@@ -173,18 +200,10 @@ class JobJournal:
                 age,
                 extra={"job_id": job_id, "op": "journal"},
             )
-            _unlink(path)
+            _forget(path)
             return None
         if state == EntryState.UPLOADING:
-            # The upload may have landed; a `fail` for a job the studio no longer holds
-            # would be a protocol violation. The studio's hold timer decides.
-            log.warning(
-                "job %s was uploading its result when the worker stopped; the studio "
-                "decides whether it arrived",
-                job_id,
-                extra={"job_id": job_id, "op": "journal"},
-            )
-            _unlink(path)
+            self._recover_upload(path, entry)
             return None
         frame: CompleteJson | Fail
         if state == EntryState.HELD:
@@ -208,8 +227,57 @@ class JobJournal:
         self._mine.add(job_id)  # cleared by `sending` like any other outcome
         return frame
 
-    def _write(self, job_id: str, state: EntryState, frame: dict[str, Any] | None) -> None:
+    def _recover_upload(self, path: Path, entry: dict[str, Any]) -> None:
+        job_id = entry["jobId"]
+        prompt, ext = entry.get("prompt"), entry.get("ext")
+        try:
+            data = path.with_suffix(".bin").read_bytes()
+        except OSError:
+            data = None
+        if data is None or not isinstance(prompt, str) or not isinstance(ext, str):
+            # The upload may have landed; a `fail` for a job the studio no longer holds
+            # would be a protocol violation. The studio's hold timer decides.
+            log.warning(
+                "job %s was uploading its result when the worker stopped and the bytes "
+                "were not kept; the studio decides whether it arrived",
+                job_id,
+                extra={"job_id": job_id, "op": "journal"},
+            )
+            _forget(path)
+            return
+        log.info(
+            "uploading job %s again, from before the restart",
+            job_id,
+            extra={"job_id": job_id, "op": "journal"},
+        )
+        self._mine.add(job_id)
+        self._uploads.append(HeldUpload(job_id, prompt, BinaryResult(data, ext)))
+
+    def _keep_bytes(self, job_id: str, data: bytes) -> bool:
+        path = self._path(job_id).with_suffix(".bin")
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            _unlink(tmp)
+            log.warning("could not keep the result of job %s: %s", job_id, exc)
+            return False
+        return True
+
+    def _write(
+        self,
+        job_id: str,
+        state: EntryState,
+        frame: dict[str, Any] | None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         entry: dict[str, Any] = {"v": VERSION, "jobId": job_id, "state": state.value}
+        entry.update(extra or {})
         worker_id = self._worker_id()
         if worker_id is not None:
             entry["workerId"] = worker_id
@@ -249,7 +317,7 @@ class JobJournal:
         entries.sort(key=_mtime)
         for path in entries[: len(entries) - self._max_entries]:
             log.warning("job journal over %d entries: dropping %s", self._max_entries, path.name)
-            _unlink(path)
+            _forget(path)
 
     def _entries(self) -> list[Path]:
         try:
@@ -261,6 +329,7 @@ class JobJournal:
         log.warning("job journal entry %s is unreadable (%s); set aside", path.name, why)
         with contextlib.suppress(OSError):
             path.replace(path.with_suffix(".corrupt"))
+        _unlink(path.with_suffix(".bin"))
         corrupt = sorted(self.folder.glob("*.corrupt"), key=_mtime)
         for old in corrupt[: max(0, len(corrupt) - KEEP_CORRUPT)]:
             _unlink(old)
@@ -295,6 +364,12 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _forget(path: Path) -> None:
+    """An entry and the result bytes kept beside it."""
+    _unlink(path)
+    _unlink(path.with_suffix(".bin"))
 
 
 def _unlink(path: Path) -> None:

@@ -126,6 +126,7 @@ class SessionAttempt:
                 case StartPumps():
                     self._on_welcome()
                     self._outbox.welcomed()
+                    self._dispatcher.welcomed()
                     self._start_pumps()
                 case HandleOffer(claim):
                     await self._offer(claim)
