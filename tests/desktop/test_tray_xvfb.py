@@ -3,6 +3,7 @@ the menu pauses, resumes and quits the daemon and opens the dashboard."""
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib.util
 import json
@@ -12,7 +13,6 @@ import shutil
 import subprocess
 import threading
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,11 @@ pytest.importorskip("PIL")
 WAIT_S = 30.0
 
 
-@pytest.fixture(scope="module")
-def xvfb() -> Iterator[str]:
+@pytest.fixture(scope="session")
+def xvfb() -> str:
+    """An Xvfb display for this test process. It is ended at exit, not at teardown: a
+    pystray loop that missed its stop (see desktop/shell.py) must not meet a closed
+    display while pytest still runs."""
     exe = shutil.which("Xvfb")
     if exe is None:
         pytest.skip("Xvfb is not installed (Debian: apt-get install xvfb)")
@@ -49,11 +52,8 @@ def xvfb() -> Iterator[str]:
     if not number:
         proc.kill()
         pytest.fail("Xvfb did not start")
-    try:
-        yield f":{number}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    atexit.register(proc.kill)
+    return f":{number}"
 
 
 def _wait(check: Any, what: str) -> None:

@@ -1,7 +1,8 @@
 """The thread layout of `studio-worker ui`: the daemon, a tray icon and a watch loop.
 
-The daemon's event loop runs on a thread of its own (`serve`); the main thread runs the
-tray (macOS wants its UI there); a watch thread samples the status board once a second
+The daemon's event loop runs on the main thread and the tray's loop on a thread of its
+own, except on macOS, where AppKit wants the tray on the main thread and the daemon gets
+the thread instead; a watch thread samples the status board once a second
 (§12.2's poll rate), repaints the tray and turns changes into notifications. Without a
 tray (no display, no pystray) the daemon runs on the main thread and the watch loop
 still sends notifications. Closing a browser tab never stops anything: only Quit, a
@@ -32,6 +33,7 @@ from studio_worker.status.store import Snapshot
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 1.0
+TRAY_STOP_GRACE_S = 3.0
 
 
 class Watch:
@@ -165,7 +167,7 @@ def run_desktop(
     )
     with _quit_on_signals(control):
         watch.start()  # before the daemon: the watch's first sample is the baseline
-        code = serve() if tray is None else _serve_beside(tray, serve)
+        code = serve() if tray is None else _serve_with_tray(tray, serve)
     watch.stop()
     if notifier is not None:
         last = final_notice()
@@ -179,7 +181,32 @@ def _pystray_tray(control: DaemonControl) -> TrayApp:
     return TrayApp(control, load_pystray())
 
 
+def _serve_with_tray(tray: TrayApp, serve: Callable[[], int]) -> int:
+    if sys.platform == "darwin":  # AppKit wants the tray on the main thread
+        return _serve_beside(tray, serve)
+    # Elsewhere the tray's loop runs on a daemon thread and the daemon on the main one:
+    # stopping pystray's X loop from another thread can hang (python-xlib 0.33 sometimes
+    # loses the window's DestroyNotify), and a stuck tray must never keep the process up.
+    loop = threading.Thread(target=_run_tray, args=(tray,), name="tray", daemon=True)
+    loop.start()
+    try:
+        return serve()
+    finally:
+        threading.Thread(target=tray.stop, name="tray-stop", daemon=True).start()
+        loop.join(TRAY_STOP_GRACE_S)
+        if loop.is_alive():
+            log.debug("the tray loop did not end in time; the exit ends it", extra={"op": "tray"})
+
+
+def _run_tray(tray: TrayApp) -> None:
+    try:
+        tray.run()
+    except Exception:  # the worker carries on without its icon until Quit or a signal
+        log.exception("the tray icon failed; running headless", extra={"op": "tray"})
+
+
 def _serve_beside(tray: TrayApp, serve: Callable[[], int]) -> int:
+    """macOS: the daemon on a thread, the tray on the main thread until stopped."""
     result: list[int] = []
 
     def daemon_thread() -> None:
@@ -193,10 +220,7 @@ def _serve_beside(tray: TrayApp, serve: Callable[[], int]) -> int:
 
     thread = threading.Thread(target=daemon_thread, name="daemon")
     thread.start()
-    try:
-        tray.run()
-    except Exception:  # the worker carries on without its icon until Quit or a signal
-        log.exception("the tray icon failed; running headless", extra={"op": "tray"})
+    _run_tray(tray)
     thread.join()
     return result[0] if result else 1
 
