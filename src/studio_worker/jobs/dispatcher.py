@@ -300,8 +300,8 @@ class Dispatcher:
             link = self._link()
             if link is None:
                 raise JobError("worker lost its studio credentials before the upload")
-            if self._journal is not None:
-                self._journal.uploading(job_id, prompt, result)
+            if self._journal is not None:  # up to 32 MiB kept on disk: not on the loop
+                await asyncio.to_thread(self._journal.uploading, job_id, prompt, result)
             await self._uploader.upload(link, job_id, prompt, result)
             if self._journal is not None:
                 self._journal.done(job_id)

@@ -1,7 +1,7 @@
 """Crash-safe job journal: what the studio is owed for each accepted job survives a crash.
 
-One small JSON file per job in `<config dir>/jobs/`, written to a temp file, fsynced and
-renamed (then the folder fsynced), so a reader sees an entry whole or not at all:
+One small JSON file per job in `<config dir>/jobs/`, written to a temp file and renamed,
+so a reader sees an entry whole or not at all:
 
 | state       | written when                          | after a crash, on the next `welcome`      |
 | ----------- | ------------------------------------- | ----------------------------------------- |
@@ -23,6 +23,13 @@ studio was heard from (stamped on every write and touched on every frame receive
 most once a second), and an entry older than `replay_window_s` is set aside unsent.
 Corrupt entries are renamed `*.corrupt` (a few are kept for a person to read) and never
 stop the worker.
+
+No fsync: the journal is for a crash of the worker process (killed, out of memory, a
+native abort), which the service restarts within seconds; the written pages are in the
+kernel's cache and survive that. An OS crash or power loss takes longer to recover from
+than the replay window, so its entries would be set aside unsent whatever was flushed;
+fsync would buy nothing and cost two disk flushes per job on the event loop (measured:
+they were most of the worker's time per job in bench/pipeline.py).
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -260,8 +266,6 @@ class JobJournal:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(fd, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(tmp, path)
         except OSError as exc:
             _unlink(tmp)
@@ -289,14 +293,11 @@ class JobJournal:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(fd, "wb") as handle:
                 handle.write(json.dumps(entry, separators=(",", ":")).encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
             # The stamp is the last word from the studio, not this write: an outcome made
             # during an outage must not look fresh to the next process.
             stamp = self._contact if self._contact is not None else self._clock()
             os.utime(tmp, (stamp, stamp))
             os.replace(tmp, path)
-            _fsync_dir(self.folder)
         except OSError as exc:
             _unlink(tmp)
             log.warning(
@@ -375,13 +376,3 @@ def _forget(path: Path) -> None:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    if sys.platform == "win32":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
