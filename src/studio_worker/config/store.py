@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,7 @@ class ConfigStore:
         self.path = path
         self._defaults = defaults
         self._redactor = redactor
+        self._modify_lock = threading.Lock()
 
     def load(self) -> Settings:
         try:
@@ -96,9 +98,16 @@ class ConfigStore:
 
     def update(self, **changes: Any) -> Settings:
         """Load, apply `changes` (validated), save; returns what was saved."""
-        settings = self.load().replace(**changes)
-        self.save(settings)
-        return settings
+        return self.modify(lambda settings: settings.replace(**changes))
+
+    def modify(self, change: Callable[[Settings], Settings]) -> Settings:
+        """Load, apply `change`, save, as one step for every thread using this store (the
+        daemon's registration, local API and tray write from different threads; without
+        this one's load-then-save could undo another's edit). Returns what was saved."""
+        with self._modify_lock:
+            settings = change(self.load())
+            self.save(settings)
+            return settings
 
     def stamp(self) -> FileStamp | None:
         """The file's current stamp, or None when it does not exist."""

@@ -238,7 +238,7 @@ class RegistrationClient:
 
     def _persist(self, creds: Credentials, *, approved: bool = False) -> None:
         try:
-            self._store.save(self._store.load().with_credentials(creds))
+            self._store.modify(lambda settings: settings.with_credentials(creds))
         except ConfigError as exc:
             if approved:
                 log.error(
