@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +16,15 @@ from studio_worker.desktop.notices import (
     RateLimiter,
     notices_between,
     switch_notice,
+    update_notice,
 )
-from studio_worker.platform.updater import Pending, UpdateState
+from studio_worker.platform.updater import (
+    InstallLayout,
+    Pending,
+    UpdateState,
+    rolled_back,
+    save_state,
+)
 from studio_worker.protocol.outcomes import SessionState
 from studio_worker.status.store import Snapshot
 
@@ -168,3 +176,19 @@ def test_a_failing_sender_is_logged_once_and_the_notifier_carries_on(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "desktop notifications are unavailable" in warnings[0].getMessage()
+
+
+def test_update_notice_reads_the_install_state(tmp_path: Path) -> None:
+    layout = InstallLayout(root=tmp_path, version="1.0.0")
+    assert update_notice("not an install") is None
+    assert update_notice(layout) is None  # no state file yet
+    layout.state_path.parent.mkdir(parents=True)
+    pending = Pending(version="1.1.0", previous="1.0.0", switched_at=1.0)
+    save_state(layout.state_path, UpdateState(pending=pending))
+    notice = update_notice(layout)
+    assert notice is not None and notice.kind is NoticeKind.UPDATE_INSTALLED
+    rolled = rolled_back(UpdateState(pending=pending), "not healthy", 2.0)
+    save_state(layout.state_path, rolled)
+    back = update_notice(InstallLayout(root=tmp_path, version="1.1.0"))
+    assert back is not None and back.kind is NoticeKind.UPDATE_ROLLED_BACK
+    assert back.body == "Version 1.1.0 was rolled back to 1.0.0: not healthy."

@@ -64,6 +64,7 @@ class TrayApp:
         snap = control.snapshot()
         self.state = tray_state(snap)
         self._title = tooltip(snap)
+        self._menu = menu_entries(snap, dashboard=control.dashboard_url() is not None)
         self.icon: Any = pystray.Icon(
             "studio-worker",
             icon=icon_image(self.state),
@@ -128,7 +129,10 @@ class TrayApp:
         if title != self._title:
             self._title = title
             self.icon.title = title
-        self.icon.update_menu()
+        menu = menu_entries(snapshot, dashboard=self._control.dashboard_url() is not None)
+        if menu != self._menu:  # native menus are rebuilt only when they change
+            self._menu = menu
+            self.icon.update_menu()
         return state
 
     # -- life ------------------------------------------------------------------------
