@@ -2,6 +2,7 @@
 
 The last message of an LLM task is a command: `ok`, `sleep <s>`, `stubborn <s>` (ignores
 cancel), `segv`, `abort`, `exit <code>`, `raise`, `joberror`, `progress`, `log`.
+A preload "loads" its model paths; a file named `bad.gguf` is refused, `segv.gguf` crashes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import JobError, JobResult, JsonResult
-from studio_worker.domain.tasks import JobOfferClaim, LlmTask
+from studio_worker.domain.tasks import JobOfferClaim, LlmTask, ModelSource
 from studio_worker.engines.base import Progress
 
 log = logging.getLogger("hostable")
@@ -35,6 +36,25 @@ class ScriptedEngine:
     def models_per_kind(self) -> Mapping[TaskKind, list[str]]:
         return {TaskKind.LLM: [f"{self.label}:*"]}
 
+    def resident(self) -> list[str]:
+        return list(self._resident or ())
+
+    def _load(self, model_paths: Mapping[str, Path]) -> None:
+        key = tuple(sorted(str(p) for p in model_paths.values()))
+        if key != self._resident:
+            self.loads += 1
+            self._resident = key
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        if "bad.gguf" in model_paths:
+            raise JobError("could not load model bad.gguf: not a GGUF", retryable=False)
+        if "segv.gguf" in model_paths:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        self._load(model_paths)
+
+    def unload(self) -> None:
+        self._resident = None
+
     def run(
         self,
         claim: JobOfferClaim,
@@ -42,10 +62,7 @@ class ScriptedEngine:
         progress: Progress,
         cancel: threading.Event,
     ) -> JobResult:
-        key = tuple(sorted(str(p) for p in model_paths.values()))
-        if key != self._resident:
-            self.loads += 1
-            self._resident = key
+        self._load(model_paths)
         assert isinstance(claim.task, LlmTask)
         command, _, arg = claim.task.messages[-1].content.partition(" ")
         match command:

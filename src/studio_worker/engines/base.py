@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import JobResult
-from studio_worker.domain.tasks import JobOfferClaim
+from studio_worker.domain.tasks import JobOfferClaim, ModelSource
 
 Progress = Callable[[float, str], None]  # fraction 0..1, short note
 
@@ -30,6 +30,15 @@ class ThrottledProgress:
         if force or now - self._last >= self._every_s:
             self._last = now
             self._progress(max(0.0, min(1.0, fraction)), note)
+
+
+def no_progress(fraction: float, note: str) -> None:
+    """The progress sink of work that is not a job (a preload)."""
+
+
+def resident_files(paths: Iterable[Path]) -> list[str]:
+    """What `Engine.resident()` reports for the files of a loaded model: absolute paths."""
+    return sorted({str(path) for path in paths})
 
 
 class Engine(Protocol):
@@ -52,4 +61,19 @@ class Engine(Protocol):
         cancel: threading.Event,
     ) -> JobResult:
         """Produce the result or raise `JobError` (or any exception: a crash)."""
+        ...
+
+    # -- residency: an engine keeps the last model it loaded (docs/engines.md) -----------
+
+    def resident(self) -> list[str]:
+        """The files of the model(s) held loaded now (absolute paths); empty when none."""
+        ...
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        """Load `source`'s model as a job of it would, without running one (`JobError`
+        when it cannot: the same messages a job would fail with)."""
+        ...
+
+    def unload(self) -> None:
+        """Free what is loaded (the next job loads its model again)."""
         ...

@@ -7,7 +7,9 @@ reason, and starts a fresh child. The WebSocket session, in the parent, never no
 
 Jobs and progress cross a small, typed message channel (a `multiprocessing` pipe carrying
 the frozen dataclasses below). The child keeps its engine object, and so the engine's
-loaded model, between jobs: a second job on the same model does not reload it.
+loaded model, between jobs: a second job on the same model does not reload it. Every answer
+to a job or a `Preload` carries what the engine holds loaded then (`EngineHost.resident`);
+`EngineHost.unload` stops the child, which frees all of its memory.
 
 `HostedEngine` is what the registry sees: it satisfies the `Engine` port with the engine's
 own name and advertised models (computed in the parent from a cheap instance that never
@@ -33,8 +35,8 @@ from typing import Any
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import JobError, JobResult
-from studio_worker.domain.tasks import JobOfferClaim
-from studio_worker.engines.base import Engine, Progress
+from studio_worker.domain.tasks import JobOfferClaim, ModelSource
+from studio_worker.engines.base import Engine, Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,15 @@ class EngineSpec:
 class RunJob:
     seq: int
     claim: JobOfferClaim
+    model_paths: Mapping[str, Path]
+
+
+@dataclass(frozen=True, slots=True)
+class Preload:
+    """Load `source`'s model as a job of it would, without running one."""
+
+    seq: int
+    source: ModelSource
     model_paths: Mapping[str, Path]
 
 
@@ -113,6 +124,7 @@ class JobDone:
     seq: int
     result: JobResult
     loads: int | None  # the engine's model-load counter, when it keeps one
+    resident: tuple[str, ...] = ()  # the engine's `resident()` after the job
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +134,20 @@ class JobFailed:
     retryable: bool
     crashed: bool  # an unexpected exception rather than a classified JobError
     loads: int | None
+    resident: tuple[str, ...] = ()
 
 
-ToChild = RunJob | CancelJob | Stop
-FromChild = Started | Broken | JobProgress | LogLine | JobDone | JobFailed
+@dataclass(frozen=True, slots=True)
+class Preloaded:
+    """The answer to a `Preload` that worked (one that did not is a `JobFailed`)."""
+
+    seq: int
+    loads: int | None
+    resident: tuple[str, ...]
+
+
+ToChild = RunJob | Preload | CancelJob | Stop
+FromChild = Started | Broken | JobProgress | LogLine | JobDone | JobFailed | Preloaded
 
 
 # ---- the child ----------------------------------------------------------------------
@@ -169,7 +191,7 @@ def child_main(conn: Connection, spec: EngineSpec) -> None:
         return
     send(Started(os.getpid()))
 
-    jobs: list[RunJob] = []
+    jobs: list[RunJob | Preload] = []
     arrived = threading.Condition()
     cancels: dict[int, threading.Event] = {}
     stopping = threading.Event()
@@ -182,7 +204,7 @@ def child_main(conn: Connection, spec: EngineSpec) -> None:
             except (EOFError, OSError):
                 os._exit(0)
             with arrived:
-                if isinstance(message, RunJob):
+                if isinstance(message, RunJob | Preload):
                     cancels[message.seq] = threading.Event()
                     jobs.append(message)
                 elif isinstance(message, CancelJob):
@@ -203,7 +225,10 @@ def child_main(conn: Connection, spec: EngineSpec) -> None:
                 break
             job = jobs.pop(0)
             cancel = cancels[job.seq]
-        _run_one(engine, job, cancel, send)
+        if isinstance(job, Preload):
+            _preload(engine, job, send)
+        else:
+            _run_one(engine, job, cancel, send)
         with arrived:
             cancels.pop(job.seq, None)
     unload = getattr(engine, "unload", None)
@@ -217,20 +242,42 @@ def _run_one(engine: Engine, job: RunJob, cancel: threading.Event, send: _Sender
 
     try:
         result = engine.run(job.claim, job.model_paths, progress, cancel)
-    except JobError as exc:
-        send(JobFailed(job.seq, exc.message, exc.retryable, False, _loads(engine)))
     except Exception as exc:
-        logging.getLogger(__name__).error(
-            "engine raised %s", traceback.format_exc(), extra={"job_id": job.claim.job_id}
-        )
-        send(JobFailed(job.seq, f"{type(exc).__name__}: {exc}", True, True, _loads(engine)))
+        send(_failed(engine, job.seq, exc, job.claim.job_id))
     else:
-        send(JobDone(job.seq, result, _loads(engine)))
+        send(JobDone(job.seq, result, _loads(engine), _resident(engine)))
+
+
+def _preload(engine: Engine, job: Preload, send: _Sender) -> None:
+    try:
+        engine.preload(job.source, job.model_paths)
+    except Exception as exc:
+        send(_failed(engine, job.seq, exc, None))
+    else:
+        send(Preloaded(job.seq, _loads(engine), _resident(engine)))
+
+
+def _failed(engine: Engine, seq: int, exc: Exception, job_id: str | None) -> JobFailed:
+    if isinstance(exc, JobError):
+        return JobFailed(seq, exc.message, exc.retryable, False, _loads(engine), _resident(engine))
+    logging.getLogger(__name__).error(
+        "engine raised %s", traceback.format_exc(), extra={"job_id": job_id}
+    )
+    message = f"{type(exc).__name__}: {exc}"
+    return JobFailed(seq, message, True, True, _loads(engine), _resident(engine))
 
 
 def _loads(engine: Engine) -> int | None:
     loads = getattr(engine, "loads", None)
     return loads if isinstance(loads, int) else None
+
+
+def _resident(engine: Engine) -> tuple[str, ...]:
+    try:
+        return tuple(engine.resident())
+    except Exception:  # residency is a report: it must never fail a job
+        logging.getLogger(__name__).exception("engine residency report failed")
+        return ()
 
 
 # ---- the parent ---------------------------------------------------------------------
@@ -274,12 +321,33 @@ class EngineHost:
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._seq = 0
+        self._resident: tuple[str, ...] = ()
         self.starts = 0
         self.loads: int | None = None
 
     @property
+    def name(self) -> str:
+        return self._name
+
+    @property
     def pid(self) -> int | None:
+        """The child's process id while it runs (None: no engine process, nothing loaded)."""
         return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def busy(self) -> bool:
+        """A job or a preload is going through this host now."""
+        return self._lock.locked()
+
+    @property
+    def resident(self) -> tuple[str, ...]:
+        """What the engine reported loaded after its last job or preload (absolute file
+        paths); empty once the child is gone, since its memory went with it."""
+        return self._resident if self.running else ()
 
     def start(self) -> None:
         """Start the child if it is not running (cheap when it is)."""
@@ -299,6 +367,16 @@ class EngineHost:
         self.starts += 1
         log.info("engine %s: child process %s started", self._name, proc.pid)
 
+    def unload(self) -> int | None:
+        """Stop the child between jobs: everything it loaded is freed; the next job starts
+        a fresh one. The pid it had, or None when none ran."""
+        with self._lock:
+            pid = self.pid
+            self.stop()
+        if pid is not None:
+            log.info("engine %s: child process %s stopped (unload)", self._name, pid)
+        return pid
+
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         proc, conn = self._proc, self._conn
         if proc is None or conn is None:
@@ -312,6 +390,7 @@ class EngineHost:
         self._reap()
 
     def _reap(self) -> None:
+        self._resident = ()
         if self._conn is not None:
             self._conn.close()
         if self._proc is not None:
@@ -335,12 +414,30 @@ class EngineHost:
             try:
                 self._conn.send(RunJob(seq, claim, dict(model_paths)))
             except (OSError, ValueError) as exc:
-                raise self._died(claim, f"could not reach it ({exc})") from None
-            return self._await(seq, claim, progress, cancel)
+                raise self._died(claim.job_id, f"could not reach it ({exc})") from None
+            done = self._await(seq, claim.job_id, progress, cancel)
+            assert isinstance(done, JobDone)
+            return done.result
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> tuple[str, ...]:
+        """Load `source`'s model in the child (starting it) without running a job; what it
+        holds loaded then. `JobError` with the engine's reason when it cannot."""
+        with self._lock:
+            self.start()
+            assert self._conn is not None
+            self._seq += 1
+            seq = self._seq
+            try:
+                self._conn.send(Preload(seq, source, dict(model_paths)))
+            except (OSError, ValueError) as exc:
+                raise self._died(None, f"could not reach it ({exc})") from None
+            self._await(seq, None, no_progress, threading.Event())
+            return self._resident
 
     def _await(
-        self, seq: int, claim: JobOfferClaim, progress: Progress, cancel: threading.Event
-    ) -> JobResult:
+        self, seq: int, job_id: str | None, progress: Progress, cancel: threading.Event
+    ) -> JobDone | Preloaded:
+        """The final answer to request `seq`: a job (`job_id`) or a preload (None)."""
         assert self._proc is not None and self._conn is not None
         conn, proc = self._conn, self._proc
         cancel_sent_at: float | None = None
@@ -361,28 +458,28 @@ class EngineHost:
                     message: FromChild = conn.recv()
                 except (EOFError, OSError):
                     proc.join(1.0)
-                    raise self._died(claim, describe_exit(proc.exitcode)) from None
-                outcome = self._handle(seq, claim, message, progress)
+                    raise self._died(job_id, describe_exit(proc.exitcode)) from None
+                outcome = self._handle(seq, message, progress)
                 if outcome is not None:
                     return outcome
             elif proc.sentinel in ready:
                 proc.join(1.0)
-                raise self._died(claim, describe_exit(proc.exitcode))
+                raise self._died(job_id, describe_exit(proc.exitcode))
 
     def _handle(
-        self, seq: int, claim: JobOfferClaim, message: FromChild, progress: Progress
-    ) -> JobResult | None:
+        self, seq: int, message: FromChild, progress: Progress
+    ) -> JobDone | Preloaded | None:
         match message:
             case JobProgress(seq=s, fraction=fraction, note=note) if s == seq:
                 progress(fraction, note)
             case LogLine(level=level, logger=name, message=text, job_id=job_id):
                 extra = {"job_id": job_id} if job_id else None
                 logging.getLogger(name).log(level, "%s", text, extra=extra)
-            case JobDone(seq=s, result=result, loads=loads) if s == seq:
-                self.loads = loads
-                return result
-            case JobFailed(seq=s, message=text, retryable=retryable, loads=loads) if s == seq:
-                self.loads = loads
+            case JobDone(seq=s) | Preloaded(seq=s) if s == seq:
+                self.loads, self._resident = message.loads, message.resident
+                return message
+            case JobFailed(seq=s, message=text, retryable=retryable) if s == seq:
+                self.loads, self._resident = message.loads, message.resident
                 raise JobError(text, retryable=retryable)
             case Broken(reason=reason):
                 self.stop(grace_s=1.0)
@@ -393,13 +490,13 @@ class EngineHost:
                 pass  # a stale message from an earlier job
         return None
 
-    def _died(self, claim: JobOfferClaim, how: str) -> JobError:
+    def _died(self, job_id: str | None, how: str) -> JobError:
         log.error(
-            "engine %s: child process %s during job %s; starting a fresh one",
+            "engine %s: child process %s during %s; starting a fresh one",
             self._name,
             how,
-            claim.job_id,
-            extra={"job_id": claim.job_id},
+            f"job {job_id}" if job_id else "a preload",
+            extra={"job_id": job_id} if job_id else None,
         )
         self._reap()
         self.loads = None
@@ -407,8 +504,9 @@ class EngineHost:
             self.start()  # ready for the next job; this one is lost
         except Exception as exc:
             log.error("engine %s: restart failed: %s", self._name, exc)
+        doing = "running this job" if job_id else "loading the model"
         return JobError(
-            f"engine `{self._name}` process {how} while running this job; "
+            f"engine `{self._name}` process {how} while {doing}; "
             "the engine was restarted, another attempt may succeed",
             retryable=True,
         )
@@ -427,6 +525,15 @@ class HostedEngine:
 
     def models_per_kind(self) -> Mapping[TaskKind, list[str]]:
         return self._local.models_per_kind()
+
+    def resident(self) -> list[str]:
+        return list(self.host.resident)
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        self.host.preload(source, model_paths)
+
+    def unload(self) -> None:
+        self.host.unload()
 
     def run(
         self,

@@ -56,9 +56,15 @@ from studio_worker.domain.tasks import (
     JobOfferClaim,
     ModelCliDefaults,
     ModelFile,
+    ModelSource,
     VideoTask,
 )
-from studio_worker.engines.base import Progress, ThrottledProgress
+from studio_worker.engines.base import (
+    Progress,
+    ThrottledProgress,
+    no_progress,
+    resident_files,
+)
 from studio_worker.engines.inputs import display_url, fetch_input
 from studio_worker.engines.video import NEXT_FRAME_STRENGTH, encode_video, plan_video
 
@@ -395,6 +401,17 @@ class SdCppEngine:
     def loaded(self) -> LoadOptions | None:
         """The options of the resident context, if any."""
         return self._key
+
+    def resident(self) -> list[str]:
+        key = self._key
+        return resident_files(key.paths if key else [])
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        options = load_options(
+            source.files, model_paths, source.cli_defaults, n_threads=self._n_threads
+        )
+        with self._lock:
+            self._ensure(options, ThrottledProgress(no_progress))
 
     def unload(self) -> None:
         with self._lock:

@@ -27,8 +27,13 @@ from typing import Any, BinaryIO
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonResult
-from studio_worker.domain.tasks import JobOfferClaim, LlmTask, ModelFile
-from studio_worker.engines.base import Progress, ThrottledProgress
+from studio_worker.domain.tasks import JobOfferClaim, LlmTask, ModelFile, ModelSource
+from studio_worker.engines.base import (
+    Progress,
+    ThrottledProgress,
+    no_progress,
+    resident_files,
+)
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger(f"{__name__}.llama_cpp")
@@ -344,6 +349,16 @@ class LlamaEngine:
     def context_size(self) -> int | None:
         """The context (tokens) of the resident model, if any."""
         return self._key.n_ctx if self._key else None
+
+    def resident(self) -> list[str]:
+        key = self._key
+        return resident_files([key.path] if key else [])
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        path = llm_file(source.files, model_paths)
+        wanted_ctx = source.cli_defaults.context_size or DEFAULT_CONTEXT
+        with self._lock:
+            self._ensure(path, wanted_ctx, ThrottledProgress(no_progress))
 
     def unload(self) -> None:
         with self._lock:

@@ -19,8 +19,8 @@ from typing import Any
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonResult
-from studio_worker.domain.tasks import JobOfferClaim, ModelFile, SttTask
-from studio_worker.engines.base import Progress
+from studio_worker.domain.tasks import JobOfferClaim, ModelFile, ModelSource, SttTask
+from studio_worker.engines.base import Progress, no_progress, resident_files
 from studio_worker.engines.inputs import fetch_input
 
 WILDCARD = "faster-whisper:*"
@@ -85,6 +85,15 @@ class WhisperEngine:
     @property
     def loaded(self) -> Path | None:
         return self._key.dir if self._key else None
+
+    def resident(self) -> list[str]:
+        key = self._key
+        return resident_files([key.dir] if key else [])
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        dir = whisper_dir(source.files, model_paths)
+        with self._lock:
+            self._ensure(dir, no_progress)
 
     def unload(self) -> None:
         with self._lock:

@@ -18,11 +18,12 @@ from typing import Any
 from PIL import Image
 
 from studio_worker.domain.kinds import TaskKind
-from studio_worker.domain.results import BinaryResult, JobResult, JsonResult
+from studio_worker.domain.results import BinaryResult, JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import (
     ImageTask,
     JobOfferClaim,
     LlmTask,
+    ModelSource,
     SttTask,
     TtsTask,
     VideoTask,
@@ -156,6 +157,15 @@ class SyntheticEngine:
 
     def models_per_kind(self) -> Mapping[TaskKind, list[str]]:
         return {kind: ["synthetic", f"synthetic-{kind.short}"] for kind in TaskKind}
+
+    def resident(self) -> list[str]:
+        return []  # nothing to load: every answer is computed
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        raise JobError("the synthetic engine has no model to load", retryable=False)
+
+    def unload(self) -> None:
+        pass
 
     def run(
         self,

@@ -31,8 +31,8 @@ from typing import Any
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import BinaryResult, CannotServe, JobError, JobResult
-from studio_worker.domain.tasks import JobOfferClaim, ModelFile, TtsTask
-from studio_worker.engines.base import Progress
+from studio_worker.domain.tasks import JobOfferClaim, ModelFile, ModelSource, TtsTask
+from studio_worker.engines.base import Progress, no_progress, resident_files
 from studio_worker.engines.ffmpeg import run_ffmpeg
 
 log = logging.getLogger(__name__)
@@ -271,6 +271,16 @@ class PiperEngine:
     @property
     def loaded(self) -> Path | None:
         return self._key.model if self._key else None
+
+    def resident(self) -> list[str]:
+        key = self._key
+        return resident_files([key.model, key.config] if key else [])
+
+    def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
+        files = voice_files(source.files, model_paths)
+        read_voice_config(files.config, files.model.name)  # refused as a job would be
+        with self._lock:
+            self._ensure(files, no_progress)
 
     def unload(self) -> None:
         with self._lock:
