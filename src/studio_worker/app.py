@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -42,6 +43,9 @@ from studio_worker.session.outbox import Outbox
 from studio_worker.session.supervisor import ReconnectCapReached, SessionSupervisor
 from studio_worker.status.shiplog import Breadcrumbs, ShipQueue
 from studio_worker.status.store import StatusStore
+
+if TYPE_CHECKING:
+    from studio_worker.desktop.notices import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +371,14 @@ def run_ui(config_path: Path | None) -> int:
     redactor = SecretRedactor()
     setup_logging(redactor)
     init_telemetry(redactor)
+    config = config_path or default_config_path()
+    notifier = desktop_notifier(state_file(config, "notify-icon.png"))
+    probe = DaemonLock(state_file(config, "daemon.lock"), state_file(config, "daemon.pid"))
+    if not probe.acquire():  # a daemon runs already (e.g. the service): attach to it
+        return _attach_ui(config, notifier)
+    probe.release()
     tuning = DaemonTuning(registration_tick_s=registration_poll_s(os.environ))
-    daemon = Daemon(config_path or default_config_path(), redactor=redactor, tuning=tuning)
+    daemon = Daemon(config, redactor=redactor, tuning=tuning)
     control = InProcessControl(
         status=daemon.status,
         store=daemon.store,
@@ -380,13 +390,38 @@ def run_ui(config_path: Path | None) -> int:
         control,
         control.serve,
         config_path=daemon.config_path,
-        notifier=desktop_notifier(state_file(daemon.config_path, "notify-icon.png")),
+        notifier=notifier,
         auto_start=lambda: daemon._live.current.auto_start if daemon._live else None,
         final_notice=lambda: update_notice(daemon.install) if daemon.restart_into else None,
     )
     if daemon.restart_into is not None:
         return updater.restart_process(daemon.restart_into)
     return code
+
+
+def _attach_ui(config: Path, notifier: Notifier | None) -> int:
+    """`ui` beside a daemon of another process: the tray talks to its local API."""
+    from studio_worker.desktop.remote import ApiControl
+    from studio_worker.desktop.shell import run_desktop
+
+    log.info(
+        "a daemon already runs for this config; the tray attaches to it through its local API",
+        extra={"op": "tray"},
+    )
+    store = ConfigStore(config)
+    try:
+        live = LiveConfig(store, store.load())
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    control = ApiControl(state_file(config, "local-api.json"), dashboard_url=dashboard_url)
+    return run_desktop(
+        control,
+        control.serve,
+        config_path=config,
+        notifier=notifier,
+        auto_start=lambda: live.current.auto_start,
+    )
 
 
 async def _with_signals(daemon: Daemon) -> int:

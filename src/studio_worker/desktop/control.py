@@ -21,8 +21,8 @@ class DaemonControl(Protocol):
     must be safe there.
     """
 
-    def snapshot(self) -> Snapshot:
-        """The status board now."""
+    def snapshot(self) -> Snapshot | None:
+        """The status board now; None while the daemon does not answer."""
         ...
 
     def set_paused(self, paused: bool) -> None:

@@ -59,7 +59,7 @@ class Watch:
         self._interval_s = interval_s
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last: Snapshot = control.snapshot()
+        self._last: Snapshot | None = control.snapshot()
         self._auto: bool | None = None
 
     def start(self) -> None:
@@ -84,10 +84,11 @@ class Watch:
         snap = self._control.snapshot()
         if self._tray is not None:
             self._tray.refresh(snap)
-        if self._notifier is not None:
-            for notice in notices_between(self._last, snap):
-                self._notifier.post(notice)
-        self._last = snap
+        if snap is not None:  # None: the daemon did not answer this time
+            if self._notifier is not None and self._last is not None:
+                for notice in notices_between(self._last, snap):
+                    self._notifier.post(notice)
+            self._last = snap
         if self._auto_start is not None and self._on_auto_start is not None:
             wanted = self._auto_start()  # None until the daemon has read its config
             if wanted is not None and wanted != self._auto:
