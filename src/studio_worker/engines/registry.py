@@ -56,6 +56,22 @@ class EngineRegistry:
     def names(self) -> list[str]:
         return list(self._by_internal)
 
+    @property
+    def engines(self) -> list[Engine]:
+        return list(self._by_internal.values())
+
+    def named(self, name: str) -> Engine | None:
+        """The engine called `name` (internal, `llama`) or serving it (wire, `llama-cpp`)."""
+        known = KNOWN_ENGINES.get(name)
+        return self._by_internal.get(name) or (
+            self._by_internal.get(known.internal) if known else None
+        )
+
+    @staticmethod
+    def wire_names(internal: str) -> list[str]:
+        """The `modelSource.engine` values routed to the engine called `internal`."""
+        return [wire for wire, known in KNOWN_ENGINES.items() if known.internal == internal]
+
     def resolve(self, wire_name: str, model: str) -> Engine:
         known = KNOWN_ENGINES.get(wire_name)
         if known is None:

@@ -293,7 +293,6 @@ class LocalApi:
         add.add_post("/daemon/shutdown", self.shutdown)
         add.add_get("/jobs", self.jobs)
         add.add_get("/jobs/{job_id}/log", self.job_log)
-        add.add_get("/models", self.list_models)
         add.add_delete("/models/{engine}/{model}", self.delete_model)
         add.add_get("/_inputs/{key}", self.one_shot_input)
         self.inference.routes(app)
@@ -434,26 +433,6 @@ class LocalApi:
         if job_id not in known and not lines:
             raise ApiError(404, "unknown_job", f"no job {job_id} in the recent jobs")
         return web.json_response({"lines": lines, "dropped": 0})
-
-    async def list_models(self, request: web.Request) -> web.Response:
-        cached = await asyncio.to_thread(self.deps.models.cached)
-        return web.json_response(
-            {
-                "root": str(self.deps.models.root),
-                "models": [
-                    {
-                        "id": f"{m.engine}/{m.model}",
-                        "engine": m.engine,
-                        "model": m.model,
-                        "path": str(m.path),
-                        "sizeBytes": m.size,
-                        "files": [{"name": f.name, "sizeBytes": f.size} for f in m.files],
-                        "partialFiles": [{"name": f.name, "sizeBytes": f.size} for f in m.partials],
-                    }
-                    for m in cached
-                ],
-            }
-        )
 
     async def delete_model(self, request: web.Request) -> web.Response:
         engine, model = request.match_info["engine"], request.match_info["model"]
