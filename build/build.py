@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import io
 import os
 import platform
@@ -143,6 +144,10 @@ ALWAYS_SKIP = (
     "pygments",
     "rich",
 )
+DESKTOP_PACKAGES = ("pystray", "notifypy")
+"""The tray and notifications (`studio-worker ui`; the `desktop` extra). Both are imported
+lazily, so they are named for the compile; notifypy ships its macOS/Windows notifiers as
+data."""
 HUB_SKIP = "huggingface_hub"
 """Models come from the studio, not model hubs; faster_whisper imports it at module level, so
 it stays when the stt engine is in the binary."""
@@ -251,11 +256,16 @@ def nuitka_command(
     jobs: int | None = None,
     python: str = sys.executable,
     work_dir: Path = WORK_DIR,
+    desktop: bool = False,
 ) -> list[str]:
-    """The Nuitka argv that compiles the worker (and the chosen engines) into work_dir."""
+    """The Nuitka argv that compiles the worker (and the chosen engines, and the desktop
+    packages when `desktop`) into work_dir."""
     jobs = jobs or os.cpu_count() or 1
     include = ["studio_worker"]
     data = ["studio_worker", "certifi"]  # py.typed and any data; certifi's cacert.pem
+    if desktop:
+        include += DESKTOP_PACKAGES
+        data.append("notifypy")
     skip = list(ALWAYS_SKIP)
     chosen = [ENGINES[n] for n in engines]
     for engine in chosen:
@@ -414,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError(f"--update-root {args.update_root}: no such file")
         version = project_version()
         entry = WORK_DIR / f"{ENTRY_NAME}.py"
+        desktop = all(importlib.util.find_spec(p) is not None for p in DESKTOP_PACKAGES)
         command = nuitka_command(
             entry=entry,
             triple=triple,
@@ -421,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             engines=engines,
             version=version,
             jobs=args.jobs,
+            desktop=desktop,
         )
         installs = engine_install_commands(args.variant, engines) if args.install_engines else []
         name = asset_name(version, triple, args.variant)
@@ -429,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         chosen = ", ".join(engines) or "none"
         print(f"studio-worker {version} for {triple} ({args.variant}), engines: {chosen}")
+        if not desktop:
+            print(
+                "note: pystray/notify-py are not installed (the `desktop` extra): "
+                "`studio-worker ui` will run without a tray and notifications",
+                file=sys.stderr,
+            )
         for engine, flags in cmake_args(args.variant, engines).items():
             print(f"  {engine} wheel CMAKE_ARGS: {flags}")
         for env, install in installs:

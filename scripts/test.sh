@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages (Debian/Ubuntu): patchelf and ccache for the Nuitka build, chromium for
-# the dashboard's browser tests, xvfb for the tray's. Tests whose tool is missing skip
-# with the reason; elsewhere install the equivalents by hand.
+# the dashboard's browser tests, xvfb and desktop-file-utils for the tray's. Tests whose
+# tool is missing skip with the reason; elsewhere install the equivalents by hand.
 missing=()
-for pair in patchelf:patchelf ccache:ccache chromium:chromium Xvfb:xvfb; do
+for pair in patchelf:patchelf ccache:ccache chromium:chromium Xvfb:xvfb \
+  desktop-file-validate:desktop-file-utils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -31,7 +32,7 @@ fi
 # cached). Portable flags, no llava, no sd examples.
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DSD_BUILD_EXAMPLES=OFF}"
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,all,update]'
+.venv/bin/python -m pip install --quiet -e '.[dev,all,update,desktop]'
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench build

@@ -112,7 +112,11 @@ def test_release_matrix_covers_every_target() -> None:
         assert row["ext"] == ("zip" if windows else "tar.gz")
         assert row["exe"] == ("studio-worker.exe" if windows else "studio-worker")
     runs = "\n".join(step.get("run", "") for step in build["steps"])
-    assert 'python build/build.py --variant "$VARIANT"' in runs
+    assert 'args=(--variant "$VARIANT")' in runs
+    assert 'python build/build.py "${args[@]}"' in runs
+    # nothing is preinstalled on a runner: the worker, its engines and Nuitka come first
+    assert "pip install '.[all,update,desktop,telemetry,build]'" in runs
+    assert runs.index("pip install '.[all") < runs.index("python build/build.py")
     asset = build["env"]["ASSET"]
     assert asset.startswith("studio-worker-${{ needs.meta.outputs.version }}-${{ matrix.triple }}")
     assert "'-cuda'" in asset

@@ -100,7 +100,10 @@ def test_engine_sets() -> None:
 
 
 def command(
-    variant: str = "cpu", engines: list[str] | None = None, triple: str = LINUX
+    variant: str = "cpu",
+    engines: list[str] | None = None,
+    triple: str = LINUX,
+    desktop: bool = False,
 ) -> list[str]:
     return build.nuitka_command(
         entry=Path("/w/entry.py"),
@@ -111,6 +114,7 @@ def command(
         jobs=4,
         python="python",
         work_dir=Path("/w"),
+        desktop=desktop,
     )
 
 
@@ -134,6 +138,13 @@ def test_core_command() -> None:
     assert {"huggingface_hub", "pytest", "_pytest", "mypy", "ruff", "*.tests"} <= skipped
     assert {"httpx._main", "pygments"} <= skipped
     assert not set(values(argv, "include-package")) & skipped
+
+
+def test_desktop_packages_are_compiled_when_installed() -> None:
+    argv = command(desktop=True)
+    assert {"pystray", "notifypy"} <= set(values(argv, "include-package"))
+    assert "notifypy" in values(argv, "include-package-data")
+    assert not {"pystray", "notifypy"} & set(values(command(), "include-package"))
 
 
 def test_all_engines_command() -> None:
