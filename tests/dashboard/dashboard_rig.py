@@ -4,6 +4,7 @@ rootless conftest.py, so `from conftest import …` could find another one.)"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -14,10 +15,13 @@ from typing import Any
 import httpx
 
 TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS / "e2e") not in sys.path:
-    sys.path.insert(0, str(TESTS / "e2e"))
+for folder in (TESTS, TESTS / "e2e"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 from processes import StudioProcess, WorkerProcess, wait_for  # noqa: E402
+
+from fixtures.tiny_models import write_tiny_gguf  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SHOTS_ENV = "STUDIO_WORKER_DASHBOARD_SHOTS"  # a folder: save a PNG of each tab there
+TINY_LLM = "llama-cpp/tiny-llama"  # cached for the worker when gguf can write it
 
 
 @dataclass
@@ -68,6 +73,9 @@ def start_worker(root: Path, studio: StudioProcess) -> tuple[WorkerProcess, Path
     cached = models_root / "synthetic" / "demo-model"
     cached.mkdir(parents=True)
     (cached / "weights.bin").write_bytes(b"\0" * 4096)
+    if importlib.util.find_spec("gguf") is not None:  # a real model for Load / Unload
+        (models_root / TINY_LLM).mkdir(parents=True)
+        write_tiny_gguf(models_root / TINY_LLM / "tiny.gguf")
     config.write_text(
         f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
         f'models_root = "{models_root}"\nauto_update_enabled = false\nlocal_api_port = 0\n'

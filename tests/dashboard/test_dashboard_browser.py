@@ -9,6 +9,7 @@ is saved to config.toml. Screenshots of every tab go to $STUDIO_WORKER_DASHBOARD
 from __future__ import annotations
 
 import http.server
+import os
 import re
 import threading
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_rig import Live, shots_dir, wait_for
+from dashboard_rig import TINY_LLM, Live, shots_dir, wait_for
 
 TABS = ("status", "jobs", "models", "config", "logs", "about")
 
@@ -234,6 +235,31 @@ def test_a_pull_from_the_page_shows_its_download_then_the_cached_model(
     assert "llama-cpp/page-pulled" not in [m["id"] for m in models]
 
 
+def test_load_then_unload_from_the_page_stops_the_engine_process(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    if not (live.models_root / TINY_LLM / "tiny.gguf").exists():
+        pytest.skip("gguf is not installed: no tiny model to load")
+    open_dashboard(page, live)
+    page.get_by_role("tab", name="Models").click()
+    llama = page.locator("[data-testid=residency] tr[data-engine='llama']")
+    expect(llama).to_contain_text("nothing")
+    page.get_by_test_id(f"load-{TINY_LLM}").click()
+    expect(page.get_by_test_id(f"resident-{TINY_LLM}")).to_have_text("loaded (llama)")
+    expect(llama).to_contain_text(TINY_LLM)
+    engine = next(
+        e for e in live.api("GET", "/models/resident").json()["engines"] if e["name"] == "llama"
+    )
+    pid = engine["pid"]
+    assert pid is not None and [r["model"] for r in engine["resident"]] == [TINY_LLM]
+    page.get_by_test_id("unload-llama").click()
+    expect(llama).to_contain_text("not started")
+    expect(page.locator(f"[data-model='{TINY_LLM}']")).to_contain_text("not loaded")
+    expect(page.get_by_test_id("unload-llama")).to_be_disabled()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the engine process is gone, and its memory with it
+
+
 @pytest.fixture
 def held_404() -> Iterator[tuple[str, threading.Event]]:
     """A loopback server whose files are all missing, said only once `release` is set."""
@@ -337,14 +363,21 @@ def test_screenshots_of_every_tab(page: Any, live: Live, tmp_path: Path) -> None
     job_id = live.studio.submit("image", {"prompt": "a lighthouse at dusk"})
     live.studio.wait_job(job_id)
     open_dashboard(page, live)
+    loaded = (live.models_root / TINY_LLM).exists()
     prepare = {
         "jobs": lambda: page.locator(f"tr[data-job='{job_id}']").click(),
+        "models": lambda: (
+            loaded and live.api("POST", "/models/load", json={"model": TINY_LLM}).raise_for_status()
+        ),
         "about": lambda: page.get_by_test_id("check-updates").click(),
     }
     ready = {
         "jobs": lambda: expect(page.get_by_test_id("job-log")).to_contain_text("upload"),
         "about": lambda: expect(page.get_by_test_id("update-result")).to_be_visible(),
         "logs": lambda: expect(page.get_by_test_id("log-view")).to_contain_text(job_id),
+        "models": lambda: (
+            loaded and expect(page.get_by_test_id(f"resident-{TINY_LLM}")).to_be_visible()
+        ),
     }
     for tab in TABS:
         page.get_by_role("tab", name=tab.capitalize()).click()

@@ -120,6 +120,19 @@ const actions = {
       app.models = await api("GET", "/models");
     });
   },
+  loadModel: (model) => act("Load", async () => {
+    say(`Loading ${model.id}…`);
+    const answer = await api("POST", "/models/load", { engine: model.engine, model: model.model });
+    say(`Loaded ${answer.id} in the ${answer.engine} engine (process ${answer.pid})`);
+    app.models = await api("GET", "/models");
+  }),
+  unloadEngine: (engine) => act("Unload", async () => {
+    const answer = await api("POST", "/models/unload", { engine: engine.name });
+    say(answer.stopped
+      ? `Unloaded: the ${answer.engine} engine process ${answer.pid} stopped and freed its memory`
+      : `The ${answer.engine} engine was not running: nothing to unload`);
+    app.models = await api("GET", "/models");
+  }),
   checkUpdates: async () => {
     const button = document.querySelector("[data-testid=check-updates]");
     if (button) { button.disabled = true; button.textContent = "Checking…"; }
@@ -254,7 +267,7 @@ function renderPanel() {
       break;
     }
     case "models":
-      once("models", [app.models, app.pulls, s.downloads, s.currentJob?.jobId], () => {
+      once("models", [app.models, app.pulls, s.downloads, s.currentJob?.jobId, s.gateHolder], () => {
         // the pull form is built once, so what the operator types survives the updates
         if (!app.pullForm) app.pullForm = pullForm();
         const live = panel.querySelector(".models-live") || h("div", { class: "models-live stack" });

@@ -311,7 +311,16 @@ export function renderModels(models, pulls, status, actions) {
   const running = (pulls?.pulls || []).filter((p) => p.state === "running").map((p) => p.id);
   const fetching = (m) => running.includes(m.id) || downloads.some((d) => d.model === m.model);
   const inUse = (m) => current && current.engine === m.engine && current.model === m.model;
+  const gateHolder = status?.gateHolder || null;
+  const loading = (m) => gateHolder === `load ${m.id}`;
+  const memory = (m) => inUse(m) ? pill("in use", "info")
+    : loading(m) ? pill("loading…", "info")
+    : m.resident ? pill(`loaded (${m.residentIn})`, "good", `resident-${m.id}`)
+    : fetching(m) ? pill("downloading", "info")
+    : m.loadable ? pill("not loaded", "muted")
+    : pill("per job", "muted");
   return [
+    renderResidency(models?.engines || [], gateHolder, actions),
     h("section", { class: "card", "data-testid": "downloads" },
       h("h2", {}, "Downloads"),
       downloads.length === 0
@@ -338,7 +347,7 @@ export function renderModels(models, pulls, status, actions) {
     h("section", { class: "card", "data-testid": "model-cache" },
       h("h2", {}, "Model cache"),
       h("p", { class: "hint" }, "Folder ", h("code", {}, models?.root || "—"),
-        ". Each engine runs in a process of its own and loads the model a job asks for (it may keep the last one for the next job); “in use” marks the running job's model."),
+        ". Each engine runs in a process of its own, started by its first job, and keeps the last model it loaded for the next job; Load puts a cached model in memory ahead of a job."),
       list.length === 0
         ? h("p", { class: "empty" }, "The cache is empty: models arrive with the first studio job that needs them, or with a pull below.")
         : h("table", {},
@@ -349,12 +358,37 @@ export function renderModels(models, pulls, status, actions) {
               h("td", {}, m.files.map((f) => h("div", {}, h("code", {}, f.name), h("span", { class: "muted" }, ` ${bytes(f.sizeBytes)}`))),
                 m.partialFiles.map((f) => h("div", {}, h("code", {}, f.name), " ", pill("partial", "warn"), h("span", { class: "muted" }, ` ${bytes(f.sizeBytes)} so far`)))),
               h("td", { class: "num" }, bytes(m.sizeBytes)),
-              h("td", {}, inUse(m) ? pill("in use", "info") : fetching(m) ? pill("downloading", "info") : pill("per job", "muted")),
-              h("td", {}, h("button", { class: "btn small danger", type: "button", onclick: () => actions.deleteModel(m), disabled: inUse(m) || fetching(m) || undefined, title: inUse(m) || fetching(m) ? "In use or downloading" : undefined }, "Delete")),
+              h("td", {}, memory(m)),
+              h("td", { class: "actions" },
+                m.loadable && !m.resident
+                  ? h("button", { class: "btn small", type: "button", "data-testid": `load-${m.id}`, onclick: () => actions.loadModel(m), disabled: gateHolder !== null || fetching(m) || undefined, title: gateHolder !== null ? `Busy: ${gateHolder}` : "Load into memory now" }, "Load")
+                  : null,
+                h("button", { class: "btn small danger", type: "button", onclick: () => actions.deleteModel(m), disabled: inUse(m) || fetching(m) || m.resident || undefined, title: inUse(m) || fetching(m) ? "In use or downloading" : m.resident ? "Loaded: unload its engine first" : undefined }, "Delete")),
             ))),
           ),
     ),
   ];
+}
+
+function renderResidency(engines, gateHolder, actions) {
+  const hosted = engines.filter((e) => e.hosted);
+  return h("section", { class: "card", "data-testid": "residency" },
+    h("h2", {}, "Loaded in memory"),
+    hosted.length === 0
+      ? h("p", { class: "empty" }, "No engine of this install loads models (only the synthetic one, which computes its answers).")
+      : h("table", {},
+          h("thead", {}, h("tr", {}, h("th", {}, "Engine"), h("th", {}, "Process"), h("th", {}, "Holds"), h("th", {}, ""))),
+          h("tbody", {}, hosted.map((e) => h("tr", { "data-engine": e.name },
+            h("td", {}, h("strong", {}, e.name), h("span", { class: "muted" }, ` ${e.wireNames.join(", ")}`)),
+            h("td", {}, e.running ? h("span", {}, pill(e.busy ? "working" : "running", e.busy ? "info" : "good"), h("span", { class: "muted" }, ` pid ${e.pid}`)) : pill("not started", "muted")),
+            h("td", {}, e.resident.length === 0
+              ? h("span", { class: "muted" }, "nothing")
+              : e.resident.map((r) => h("div", {}, r.model ? h("strong", {}, r.model) : null, " ", h("code", {}, r.file)))),
+            h("td", {}, h("button", { class: "btn small", type: "button", "data-testid": `unload-${e.name}`, onclick: () => actions.unloadEngine(e), disabled: !e.running || gateHolder !== null || undefined, title: !e.running ? "No process to stop" : gateHolder !== null ? `Busy: ${gateHolder}` : "Stop the engine process: all of its memory is freed; the next job starts it again" }, "Unload")),
+          ))),
+        ),
+    h("p", { class: "hint" }, "Unload stops the engine's process, which frees everything it held; its next job starts it again and loads that job's model. Load and Unload wait for a running job (the worker does one thing at a time)."),
+  );
 }
 
 // ---- About -----------------------------------------------------------------------------
