@@ -88,6 +88,25 @@ async def test_load_makes_a_cached_model_resident_and_unload_stops_its_process(r
     assert again.json() == {"ok": True, "engine": "llama", "stopped": False, "pid": None}
 
 
+async def test_deleting_a_loaded_model_stops_the_engine_process_first(rig: Rig) -> None:
+    loaded = await rig.post("/models/load", json={"model": LLM_ID})
+    assert loaded.status_code == 200, loaded.text
+    pid = loaded.json()["pid"]
+    held = gate(rig)
+    assert held.try_reserve("job-elsewhere")
+    try:
+        busy = await rig.delete(f"/models/{LLM_ID}")
+        assert (busy.status_code, busy.json()["error"]) == (409, "busy")
+    finally:
+        held.release("job-elsewhere")
+    assert not gone(pid) and (rig.models_root / LLM_ID).is_dir()  # nothing happened
+    deleted = await rig.delete(f"/models/{LLM_ID}")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["unloaded"] == ["llama"]
+    assert gone(pid) and not (rig.models_root / LLM_ID).exists()
+    assert LLM_ID not in [m["id"] for m in (await models(rig))["models"]]
+
+
 async def test_load_and_unload_refuse_while_the_job_gate_is_held(rig: Rig) -> None:
     held = gate(rig)
     assert held.try_reserve("job-elsewhere")

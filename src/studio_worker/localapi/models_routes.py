@@ -288,6 +288,27 @@ class ModelsRoutes:
             {"ok": True, "engine": engine.name, "stopped": pid is not None, "pid": pid}
         )
 
+    async def unload_holders(self, folder: Path) -> list[str]:
+        """Stop every engine process holding a file of `folder` (a model about to be
+        deleted); the engines' names. `409 busy` while the job gate is held."""
+        holders = [
+            engine
+            for engine in self.deps.engines.engines
+            if isinstance(engine, HostedEngine)
+            and any(Path(p) == folder or folder in Path(p).parents for p in engine.resident())
+        ]
+        for engine in holders:
+            async with self._gate(f"unload {engine.name}"):
+                pid = await asyncio.to_thread(engine.host.unload)
+            log.info(
+                "engine %s unloaded (process %s stopped): its model %s is being deleted",
+                engine.name,
+                pid,
+                folder.name,
+                extra={"op": "unload"},
+            )
+        return [engine.name for engine in holders]
+
     # ---- pulls ------------------------------------------------------------------------
 
     async def _cancel_all(self, app: web.Application) -> None:

@@ -185,6 +185,7 @@ class LocalApi:
         self._runner: web.AppRunner | None = None
         self._inputs: dict[str, tuple[bytes, str]] = {}
         self.inference = Inference(self)
+        self.models_routes = ModelsRoutes(deps)
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -297,7 +298,7 @@ class LocalApi:
         add.add_get("/_inputs/{key}", self.one_shot_input)
         self.inference.routes(app)
         dashboard.DashboardRoutes(self.deps, lambda: self.url).routes(app)
-        ModelsRoutes(self.deps).routes(app)
+        self.models_routes.routes(app)
         UpdateRoutes(self.deps).routes(app)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -439,13 +440,15 @@ class LocalApi:
         holder = self.deps.gate.holder
         if holder is not None and self.inference.model_in_use(holder, engine, model):
             raise ApiError(409, "model_busy", f"model {engine}/{model} is in use by {holder}")
+        folder = self.deps.models.model_dir(engine, model)
+        unloaded = await self.models_routes.unload_holders(folder)  # loaded: unloaded first
         try:
             freed = await asyncio.to_thread(self.deps.models.remove, engine, model)
         except ModelNotCached as exc:
             raise ApiError(404, "unknown_model", exc.message) from None
         except ModelError as exc:
             raise ApiError(409, "model_busy", exc.message) from None
-        return web.json_response({"ok": True, "freedBytes": freed})
+        return web.json_response({"ok": True, "freedBytes": freed, "unloaded": unloaded})
 
     # ---- one-shot inputs (uploaded audio handed to an engine by URL) --------------------
 

@@ -113,7 +113,8 @@ const actions = {
     say("Registration reset: a new request goes to the studio");
   }),
   deleteModel: (model) => {
-    if (!confirm(`Delete ${model.id} (${model.files.length} files) from the model cache?`)) return null;
+    const loaded = model.resident ? ` It is loaded: the ${model.residentIn} engine process stops first.` : "";
+    if (!confirm(`Delete ${model.id} (${model.files.length} files) from the model cache?${loaded}`)) return null;
     return act("Delete", async () => {
       const answer = await api("DELETE", `/models/${encodeURIComponent(model.engine)}/${encodeURIComponent(model.model)}`);
       say(`Deleted ${model.id}, ${Math.round(answer.freedBytes / 1e6)} MB freed`);

@@ -363,7 +363,7 @@ export function renderModels(models, pulls, status, actions) {
                 m.loadable && !m.resident
                   ? h("button", { class: "btn small", type: "button", "data-testid": `load-${m.id}`, onclick: () => actions.loadModel(m), disabled: gateHolder !== null || fetching(m) || undefined, title: gateHolder !== null ? `Busy: ${gateHolder}` : "Load into memory now" }, "Load")
                   : null,
-                h("button", { class: "btn small danger", type: "button", onclick: () => actions.deleteModel(m), disabled: inUse(m) || fetching(m) || m.resident || undefined, title: inUse(m) || fetching(m) ? "In use or downloading" : m.resident ? "Loaded: unload its engine first" : undefined }, "Delete")),
+                h("button", { class: "btn small danger", type: "button", onclick: () => actions.deleteModel(m), disabled: inUse(m) || fetching(m) || undefined, title: inUse(m) || fetching(m) ? "In use or downloading" : undefined }, "Delete")),
             ))),
           ),
     ),
