@@ -423,6 +423,22 @@ def test_denoise_out_of_range_is_refused(engine: SdCppEngine, tiny: TinySd, serv
 # -- residency, progress, cancel ----------------------------------------------------------
 
 
+def test_a_preload_loads_the_context_the_next_job_uses(tiny: TinySd) -> None:
+    engine = SdCppEngine()
+    try:
+        assert engine.resident() == []
+        paths = {path.name: path for _, path in tiny.files()}
+        engine.preload(claim(tiny, "image", image_task()).model_source, paths)
+        assert engine.loads == 1
+        assert engine.resident() == sorted(str(path) for path in paths.values())
+        run(engine, tiny, "image", image_task())
+        assert engine.loads == 1  # the same load key as the job's
+        engine.unload()
+        assert engine.resident() == []
+    finally:
+        engine.unload()
+
+
 def test_the_context_stays_resident(tiny: TinySd) -> None:
     engine = SdCppEngine()
     try:

@@ -357,6 +357,23 @@ def test_resident_model_is_reused_and_a_different_one_reloads(
     assert engine.loads == 4
 
 
+def test_a_preload_loads_what_the_next_job_uses_and_is_reported_resident(
+    fresh: LlamaEngine, ggufs: Ggufs
+) -> None:
+    engine = fresh
+    assert engine.resident() == []
+    source = claim({}, contextSize=256).model_source
+    engine.preload(source, {"tiny.gguf": ggufs.plain, "notes.bin": ggufs.plain.parent / "n"})
+    assert engine.loads == 1 and engine.resident() == [str(ggufs.plain)]
+    assert engine.context_size == 256  # the job's own load key: context from cliDefaults
+    run(engine, ggufs.plain, {"maxTokens": 2}, contextSize=256)
+    assert engine.loads == 1
+    engine.unload()
+    assert engine.resident() == []
+    with pytest.raises(JobError, match="could not load model"):
+        engine.preload(source, {"tiny.gguf": ggufs.plain.parent / "missing.gguf"})
+
+
 def test_cancel_lands_between_tokens(fresh: LlamaEngine, ggufs: Ggufs) -> None:
     engine = fresh
     cancel = threading.Event()

@@ -226,6 +226,18 @@ def test_resident_model_is_reused(tiny_whisper: Path, served: Served, tmp_path: 
     assert engine.loads == 3
 
 
+def test_a_preload_loads_what_the_next_job_uses(tiny_whisper: Path, served: Served) -> None:
+    engine = WhisperEngine(device="cpu")
+    assert engine.resident() == []
+    url = served.add("/preloaded.wav", tone(1.0))
+    engine.preload(claim({"inputUrl": url}).model_source, paths(tiny_whisper))
+    assert engine.loads == 1 and engine.resident() == [str(tiny_whisper)]
+    run(engine, tiny_whisper, {"inputUrl": url})
+    assert engine.loads == 1
+    engine.unload()
+    assert engine.resident() == []
+
+
 def test_cancel_lands_between_segments(tiny_whisper: Path, served: Served) -> None:
     engine = WhisperEngine(device="cpu")
     url = served.add("/long.wav", tone(61.0))  # three 30-second windows

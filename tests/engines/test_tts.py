@@ -303,6 +303,18 @@ def test_resident_voice_is_reused_and_another_file_reloads(voice: Voice, tmp_pat
     assert engine.loads == 3
 
 
+def test_a_preload_loads_what_the_next_job_uses(voice: Voice) -> None:
+    engine = PiperEngine(device="cpu")
+    assert engine.resident() == []
+    engine.preload(claim({"text": SENTENCE}, voice.files()).model_source, voice.paths())
+    assert engine.loads == 1
+    assert engine.resident() == sorted([str(voice.model), str(voice.config)])
+    speak(engine, voice)
+    assert engine.loads == 1
+    engine.unload()
+    assert engine.resident() == []
+
+
 def test_progress_moves_per_sentence(engine: PiperEngine, voice: Voice) -> None:
     progress = Recorder()
     speak(engine, voice, progress, text=THREE, ext="wav")
