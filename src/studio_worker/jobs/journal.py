@@ -98,6 +98,7 @@ class JobJournal:
         self._max_entries = max_entries
         self._clock = clock
         self._mine: set[str] = set()  # job ids journaled by this process
+        self._bins: set[str] = set()  # ... of those, the ones with result bytes kept beside
         self._recovered = False
         self._touched = 0.0
         self._contact: float | None = None  # wall time the studio was last heard from
@@ -130,7 +131,9 @@ class JobJournal:
         self._mine.discard(job_id)
         try:
             self._path(job_id).unlink(missing_ok=True)
-            self._path(job_id).with_suffix(".bin").unlink(missing_ok=True)
+            if job_id in self._bins:
+                self._bins.discard(job_id)
+                self._path(job_id).with_suffix(".bin").unlink(missing_ok=True)
         except OSError as exc:
             log.warning("could not clear job %s from the journal: %s", job_id, exc)
 
@@ -257,6 +260,7 @@ class JobJournal:
             extra={"job_id": job_id, "op": "journal"},
         )
         self._mine.add(job_id)
+        self._bins.add(job_id)
         self._uploads.append(HeldUpload(job_id, prompt, BinaryResult(data, ext)))
 
     def _keep_bytes(self, job_id: str, data: bytes) -> bool:
@@ -271,6 +275,7 @@ class JobJournal:
             _unlink(tmp)
             log.warning("could not keep the result of job %s: %s", job_id, exc)
             return False
+        self._bins.add(job_id)
         return True
 
     def _write(
@@ -312,6 +317,10 @@ class JobJournal:
         self._bound()
 
     def _bound(self) -> None:
+        # After the first welcome's recovery the folder holds only this process's entries
+        # (older ones were replayed or set aside): no need to list it on every write.
+        if self._recovered and len(self._mine) <= self._max_entries:
+            return
         entries = self._entries()
         if len(entries) <= self._max_entries:
             return
