@@ -273,8 +273,11 @@ def _loads(engine: Engine) -> int | None:
 
 
 def _resident(engine: Engine) -> tuple[str, ...]:
+    resident = getattr(engine, "resident", None)  # an engine from before the port had it
+    if not callable(resident):
+        return ()
     try:
-        return tuple(engine.resident())
+        return tuple(str(path) for path in resident())
     except Exception:  # residency is a report: it must never fail a job
         logging.getLogger(__name__).exception("engine residency report failed")
         return ()
