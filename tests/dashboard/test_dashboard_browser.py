@@ -240,6 +240,7 @@ def test_load_then_unload_from_the_page_stops_the_engine_process(page: Any, live
 
     if not (live.models_root / TINY_LLM / "tiny.gguf").exists():
         pytest.skip("gguf is not installed: no tiny model to load")
+    live.api("POST", "/models/unload", json={"engine": "llama"}).raise_for_status()  # a clean start
     open_dashboard(page, live)
     page.get_by_role("tab", name="Models").click()
     llama = page.locator("[data-testid=residency] tr[data-engine='llama']")
