@@ -13,9 +13,7 @@ import threading
 import wave
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import BinaryResult, JobError, JobResult, JsonResult
@@ -29,6 +27,9 @@ from studio_worker.domain.tasks import (
     VideoTask,
 )
 from studio_worker.engines.base import Progress
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SAMPLE_RATE = 22_050
 MAX_SIDE = 2048
@@ -50,6 +51,8 @@ def _side(value: int) -> int:
 
 def pattern(prompt: str, width: int, height: int, phase: float = 0.0) -> Image.Image:
     """A smooth colour field seeded by sha256(prompt): same prompt, same pixels."""
+    from PIL import Image  # on first use: an idle worker does not hold Pillow
+
     seed = _digest(prompt)
     fx, fy = 1 + seed[0] % 7, 1 + seed[1] % 7
     base = (seed[2], seed[3], seed[4])
