@@ -133,7 +133,11 @@ class Dispatcher:
         self._gate.release(claim.job_id)
 
     def start(self, claim: JobOfferClaim) -> None:
-        if self._journal is not None:
+        # A job that runs longer than a moment is journaled, so a crash mid-job is reported
+        # at the next welcome. An inline job answers in microseconds on this loop: its
+        # outcome is in the outbox before a crash could fall between, and a frame the
+        # outbox cannot send is journaled then (`Outbox` -> `JobJournal.unsent`).
+        if self._journal is not None and not self._inline(claim):
             self._journal.running(claim.job_id)
         self._idle.clear()
         self._queue.put_nowait(claim)
@@ -247,6 +251,13 @@ class Dispatcher:
             # Debug: the breadcrumbs already tell each job's story at info, once.
             log.debug("job finished", extra={"op": "job", "job_id": job_id, "outcome": outcome})
 
+    def _inline(self, claim: JobOfferClaim) -> bool:
+        try:
+            engine = self._engines.resolve(claim.model_source.engine, claim.model)
+        except JobError:
+            return False
+        return claim.task.kind in getattr(engine, "inline_kinds", ())
+
     async def _execute(self, claim: JobOfferClaim) -> JobResult:
         engine = self._engines.resolve(claim.model_source.engine, claim.model)
         model_paths = await self._model_files(claim)
@@ -318,7 +329,7 @@ class Dispatcher:
 
     def _put(self, frame: CompleteJson | Fail) -> None:
         """An outcome for the studio: journaled first, so a crash cannot lose it."""
-        if self._journal is not None:
+        if self._journal is not None and self._journal.tracks(frame.job_id):
             self._journal.held(frame)
         self._sink.put(frame)
 

@@ -126,8 +126,15 @@ class JobJournal:
             kept = {"prompt": prompt, "ext": result.ext}
         self._write(job_id, EntryState.UPLOADING, None, kept)
 
+    def tracks(self, job_id: str) -> bool:
+        """Whether this process has an entry for the job (outcomes of untracked jobs are
+        journaled only if the outbox cannot send them: `unsent`)."""
+        return job_id in self._mine
+
     def done(self, job_id: str) -> None:
         """The studio has (or is being handed) this job's outcome: forget the job."""
+        if job_id not in self._mine:
+            return  # nothing on disk for it (every entry this process made is in `_mine`)
         self._mine.discard(job_id)
         try:
             self._path(job_id).unlink(missing_ok=True)
