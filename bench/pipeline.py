@@ -45,6 +45,8 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
+import live
+from live import PACKAGE
 from studio_worker.studio.server import StudioServer
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -142,27 +144,9 @@ def cpu_s(pid: int) -> float | None:
 
 
 async def start_worker(studio: StudioServer, work: Path) -> subprocess.Popen[bytes]:
-    config = work / "worker" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(
-        f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
-        f'models_root = "{work / "models"}"\n'
-    )
-    env = {**os.environ, "STUDIO_WORKER_REGISTRATION_POLL_SECS": "0.2"}
     profile = os.environ.get("BENCH_WORKER_PROFILE")  # cProfile output file for the worker
-    python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
-    proc = subprocess.Popen(
-        [*python, "-m", "studio_worker", "--config", str(config), "run"],
-        env=env,
-        stderr=None if os.environ.get("BENCH_WORKER_STDERR") else subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not studio.pending_requests():
-        if time.monotonic() > deadline:
-            raise SystemExit("the worker never registered")
-        await asyncio.sleep(0.05)
-    studio.approve(studio.pending_requests()[0].id)
-    return proc
+    command = [*PACKAGE[:1], "-m", "cProfile", "-o", profile, *PACKAGE[1:]] if profile else None
+    return await live.start_worker(studio, work, command)
 
 
 class Run:

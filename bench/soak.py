@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from live import rss_mb, start_worker, tree
 from studio_worker.localapi.logring import LOG_RING_CAP
 from studio_worker.status.store import RECENT_JOBS_CAP
 from studio_worker.studio.server import StudioServer
@@ -49,50 +48,10 @@ RSS_GROWTH_LIMIT = 0.10
 STUDIO_LOG_CAP = 10_000  # StudioServer's default log_cap
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def tree(pid: int) -> list[int]:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return [pid]
-    return [pid, *(p for child in children for p in tree(int(child)))]
-
-
 class Sample:
     def __init__(self, done: int, elapsed: float, own: float, whole: float, ring: int, recent: int):
         self.done, self.elapsed, self.own, self.whole = done, elapsed, own, whole
         self.ring, self.recent = ring, recent
-
-
-async def start_worker(
-    studio: StudioServer, work: Path, command: list[str]
-) -> subprocess.Popen[bytes]:
-    config = work / "worker" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(
-        f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
-        f'models_root = "{work / "models"}"\nlocal_api_port = 0\n'
-    )
-    env = {**os.environ, "STUDIO_WORKER_REGISTRATION_POLL_SECS": "0.2"}
-    proc = subprocess.Popen(
-        [*command, "--config", str(config), "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=None if os.environ.get("BENCH_WORKER_STDERR") else subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not studio.pending_requests():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit("the worker never registered")
-        await asyncio.sleep(0.05)
-    studio.approve(studio.pending_requests()[0].id)
-    return proc
 
 
 def local_api(config_dir: Path) -> httpx.AsyncClient:
@@ -108,7 +67,7 @@ async def soak(jobs: int, batch: int, warmup: int, command: list[str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     studio = StudioServer(work / "studio", log_cap=STUDIO_LOG_CAP)
     await studio.start()
-    worker = await start_worker(studio, work, command)
+    worker = await start_worker(studio, work, command, extra_config="local_api_port = 0\n")
     samples: list[Sample] = []
     submitted: list[str] = []
     try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from live import rss_mb, start_worker, tree
 from studio_worker.studio.server import StudioServer
 
 TARGET_START_S = 0.3
@@ -54,49 +54,13 @@ def start_times(commands: dict[str, list[str]], rounds: int) -> dict[str, list[f
     return times
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return pids
-    for child in children:
-        pids.extend(tree(int(child)))
-    return pids
-
-
 async def idle_rss(command: list[str], idle_s: float) -> tuple[float, float, int]:
     """(daemon MB, tree MB, processes) of `command run` connected and idle."""
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     studio = StudioServer(work / "studio")
     await studio.start()
-    config = work / "worker" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(
-        f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
-        f'models_root = "{work / "models"}"\n'
-    )
-    env = {**os.environ, "STUDIO_WORKER_REGISTRATION_POLL_SECS": "0.2"}
-    proc = subprocess.Popen(
-        [*command, "--config", str(config), "run"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=None if os.environ.get("BENCH_WORKER_STDERR") else subprocess.DEVNULL,
-    )
+    proc = await start_worker(studio, work, command)
     try:
-        deadline = time.monotonic() + 60
-        while not studio.pending_requests():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"{command[0]}: the worker never registered")
-            await asyncio.sleep(0.05)
-        studio.approve(studio.pending_requests()[0].id)
         job = await studio.wait_for_job(
             studio.submit_job("llm", {"messages": [{"role": "user", "content": "hi"}]}), 60
         )
@@ -104,7 +68,7 @@ async def idle_rss(command: list[str], idle_s: float) -> tuple[float, float, int
             raise SystemExit(f"{command[0]}: the first job did not complete: {job.error}")
         await asyncio.sleep(idle_s)
         pids = tree(proc.pid)
-        return rss_kb(proc.pid) / 1024, sum(rss_kb(p) for p in pids) / 1024, len(pids)
+        return rss_mb(proc.pid), sum(rss_mb(p) for p in pids), len(pids)
     finally:
         proc.terminate()
         proc.wait(20)
