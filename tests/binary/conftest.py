@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-for helper_dir in (TESTS / "e2e", TESTS / "installers"):
+for helper_dir in (TESTS / "e2e", TESTS / "installers", TESTS / "platform"):
     if str(helper_dir) not in sys.path:
         sys.path.insert(0, str(helper_dir))
 

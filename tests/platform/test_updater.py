@@ -835,3 +835,95 @@ def test_a_crash_mid_install_leaves_the_old_version_intact(
     assert result.outcome == "installed"
     assert not list(layout.root.glob(f"{up.STAGING_PREFIX}*"))
     assert layout.current() == "2.0.0"
+
+
+# ---------------------------------------------------------------------------------------
+# Without setuptools, as in the release binary
+
+WITHOUT_SETUPTOOLS = """
+import asyncio, importlib.abc, json, sys
+sys.path.insert(0, {src!r})
+
+
+class LeftOut(importlib.abc.MetaPathFinder):
+    # what build/build.py's --nofollow-import-to=setuptools leaves the binary with
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("setuptools", "_distutils_hack", "distutils"):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, LeftOut())
+try:
+    import tufup.client
+    plain = "imported"
+except ImportError as exc:
+    plain = f"{{type(exc).__name__}}: {{exc}}"
+from pathlib import Path
+from studio_worker.config.settings import Settings
+from studio_worker.jobs.gate import JobGate
+from studio_worker.platform import updater as u
+
+layout = u.locate_install(Path({exe!r}))
+restarts = []
+updater = u.Updater(
+    layout=layout,
+    settings=lambda: Settings(auto_update_feed={url!r}),
+    gate=JobGate(),
+    restart=restarts.append,
+    target={target!r},
+)
+off = updater.why_off()
+result = asyncio.run(updater.update_now())
+print(json.dumps({{
+    "plain": plain,
+    "off": off,
+    "result": result.to_json(),
+    "restarts": [str(p) for p in restarts],
+    "setuptools_left": sorted(m for m in sys.modules if m.split(".")[0] == "setuptools"),
+}}))
+"""
+
+
+def test_without_setuptools_the_client_still_loads_and_installs(
+    layout: InstallLayout, feed: Feed
+) -> None:
+    """The release binary leaves setuptools out; tufup's package imports
+    `setuptools.config.expand` on its repository side. Every built worker said `self-update
+    is off: tufup is not installed` (seen with the 0.5.0 core binary) until `tufup_client`."""
+    feed.publish("2.0.0")
+    code = WITHOUT_SETUPTOOLS.format(
+        src=str(SRC), exe=str(layout.executable("1.0.0")), url=feed.url, target=TARGET
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["plain"] == "ModuleNotFoundError: No module named 'setuptools'"  # the condition
+    assert seen["off"] is None
+    assert seen["result"]["message"] == "update installed: 1.0.0 -> 2.0.0", seen
+    assert seen["restarts"] == [str(layout.executable("2.0.0"))]
+    assert seen["setuptools_left"] == []  # the stand-ins are gone again
+    assert layout.current() == "2.0.0"
+
+
+def test_why_off_names_an_import_failure_other_than_a_missing_tufup(
+    layout: InstallLayout, feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise ModuleNotFoundError("No module named 'bsdiff4'", name="bsdiff4")
+
+    monkeypatch.setattr(up, "tufup_client", broken)
+    assert rig(layout, feed).updater.why_off() == (
+        "self-update is off: tufup cannot be imported"
+        " (ModuleNotFoundError: No module named 'bsdiff4')"
+    )
+
+    def missing() -> None:
+        raise ModuleNotFoundError("No module named 'tufup'", name="tufup")
+
+    monkeypatch.setattr(up, "tufup_client", missing)
+    assert rig(layout, feed).updater.why_off() == (
+        "self-update is off: tufup is not installed (the `update` extra)"
+    )

@@ -17,18 +17,20 @@ is `hold:<path>` run until that file exists (a job that lasts as long as a test 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,6 +125,33 @@ def make_release(out: Path, version: str, *, crash: bool = False) -> Path:
     return archive
 
 
+@contextlib.contextmanager
+def repack_once(cache: Path) -> Iterator[None]:
+    """`tuf_repo.py add` repacks the build into its TUF target; for a real build that is
+    tens of seconds of gzip. The repack is reproducible (entries sorted, owners cleared,
+    gzip time zeroed: the same archive gives the same bytes), so while this is active each
+    source archive is repacked once and later adds of it copy those bytes."""
+    original = tuf_repo._repack
+    done: dict[tuple[str, int, int], Path] = {}
+
+    def repack(archive: Path, dst: Path) -> None:
+        stat = Path(archive).stat()
+        key = (str(Path(archive).resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in done:
+            original(archive, dst)
+            cache.mkdir(parents=True, exist_ok=True)
+            done[key] = cache / f"{len(done)}-{Path(archive).name}"
+            shutil.copyfile(dst, done[key])
+        else:
+            shutil.copyfile(done[key], dst)
+
+    tuf_repo._repack = repack
+    try:
+        yield
+    finally:
+        tuf_repo._repack = original
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
@@ -133,11 +162,17 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 class Feed:
-    """The update repository (build/tuf_repo.py) on a loopback HTTP server."""
+    """The update repository (build/tuf_repo.py) on a loopback HTTP server.
 
-    def __init__(self, base: Path) -> None:
+    With `build` (a release archive build/build.py made), every version published is that
+    archive, signed as the given version (`tuf_repo.py add --version`), without a patch;
+    else each is a launcher release (`make_release`).
+    """
+
+    def __init__(self, base: Path, build: Path | None = None) -> None:
         self.workdir = base / "publish"
         self.releases = base / "releases"
+        self.build = build
         tuf_repo.init_repository(self.workdir, root_key_dir=base / "offline-root")
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.root = self.repo  # type: ignore[attr-defined]
@@ -152,6 +187,12 @@ class Feed:
         return Path(self.workdir / tuf_repo.REPO_DIR)
 
     def publish(self, version: str, *, crash: bool = False) -> None:
+        if self.build is not None:
+            assert not crash, "a built release cannot be made to crash"
+            tuf_repo.add_release(
+                self.workdir, self.build, version=version, target=TARGET, patch=False
+            )
+            return
         tuf_repo.add_release(self.workdir, make_release(self.releases, version, crash=crash))
 
     def target(self, version: str) -> Path:
@@ -160,6 +201,45 @@ class Feed:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ConnectionWatch:
+    """Polls the studio's view of one worker and keeps each change of `connected`: the
+    only way to see a reconnection when the old and the new process report the same
+    `agentVersion` (a built binary installed under another version)."""
+
+    def __init__(self, view: Callable[[], dict[str, Any] | None], every: float = 0.005) -> None:
+        self.changes: list[tuple[float, bool]] = []
+        self._view, self._every = view, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        last: bool | None = None
+        while not self._stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                connected = bool((self._view() or {}).get("connected"))
+                if connected != last:
+                    self.changes.append((time.monotonic(), connected))
+                    last = connected
+            self._stop.wait(self._every)
+
+    def reconnected_after(self, since: float) -> float | None:
+        """When the worker was connected again after a disconnection seen after `since`."""
+        dropped = False
+        for at, connected in list(self.changes):
+            if at < since:
+                continue
+            if not connected:
+                dropped = True
+            elif dropped:
+                return at
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 class Service:
@@ -214,10 +294,10 @@ class Service:
 class LiveRig:
     """Studio + feed + install root + supervised worker, in `base`."""
 
-    def __init__(self, base: Path, *, installed: str = "1.0.0") -> None:
+    def __init__(self, base: Path, *, installed: str = "1.0.0", build: Path | None = None) -> None:
         self.base = base
         self.studio = StudioProcess(base / "studio")
-        self.feed = Feed(base)
+        self.feed = Feed(base, build)
         self.root = base / "install"
         self.config = base / "worker" / "config.toml"
         self.service: Service | None = None

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ import sys
 import tarfile
 import threading
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -648,6 +650,40 @@ def _describe_download_error(exc: BaseException, what: str) -> tuple[Outcome, st
     return _describe_tuf_error(exc)
 
 
+SETUPTOOLS_STAND_INS = ("setuptools", "setuptools.config", "setuptools.config.expand")
+
+
+def tufup_client() -> Any:
+    """`tufup.client`, also in a process without setuptools (the release binary).
+
+    `import tufup` runs tufup's `__init__`, which imports its repository side
+    (`tufup.repo`), whose first line is `import setuptools.config.expand` (a PyInstaller
+    workaround) guarded against an AssertionError only. build/build.py leaves setuptools
+    out of the binary, so there that ImportError took tufup's client with it and every
+    built worker said its self-update was off. The client never uses setuptools: where it
+    cannot be found, that one import is given empty stand-ins for those three module
+    names, removed again right after (nothing else in the process sees them).
+    """
+    added = []
+    if not _findable("setuptools"):
+        added = [name for name in SETUPTOOLS_STAND_INS if name not in sys.modules]
+    for name in added:
+        sys.modules[name] = types.ModuleType(name)
+    try:
+        from tufup import client  # type: ignore[import-untyped, unused-ignore]
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+    return client
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def resolve_feed(feed: str) -> str:
     """The update repository URL; the reference worker's GitHub releases API (kept in old
     config files) means our own default repository."""
@@ -744,9 +780,11 @@ class Updater:
         if self._target is None:
             return f"self-update is off: no release target for {platform.system()}"
         try:
-            import tufup.client  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
-        except ImportError:
-            return "self-update is off: tufup is not installed (the `update` extra)"
+            tufup_client()
+        except ImportError as exc:
+            if (exc.name or "").split(".", 1)[0] == "tufup":
+                return "self-update is off: tufup is not installed (the `update` extra)"
+            return f"self-update is off: tufup cannot be imported ({type(exc).__name__}: {exc})"
         if not self._trusted_root():
             return (
                 "self-update is off: no trusted root metadata (neither"
@@ -889,12 +927,12 @@ class Updater:
     # -- blocking parts (worker thread) ------------------------------------------------
 
     def _client(self) -> Any:
-        from tufup.client import Client  # type: ignore[import-untyped, unused-ignore]
+        client = tufup_client()
 
         assert self.layout is not None and self._target is not None
         feed = resolve_feed(self._settings().auto_update_feed)
         self.layout.targets_dir.mkdir(parents=True, exist_ok=True)
-        return Client(
+        return client.Client(
             app_name=f"{APP}-{self._target}",
             app_install_dir=self.layout.root,
             current_version=self.layout.version,
