@@ -143,6 +143,18 @@ ALWAYS_SKIP = (
     "httpx._main",
     "pygments",
     "rich",
+    # llama_cpp's `create_chat_completion_openai_v1` imports openai's types inside the
+    # function: 1 108 modules the worker never runs (its OpenAI-shaped API is its own)
+    "openai",
+    # onnxruntime's model tooling (transformers optimisers, quantisation, converters,
+    # the unittest backend; protobuf comes with them): piper and the whisper VAD only make
+    # an InferenceSession. ctranslate2's converters need torch/transformers (lazy there).
+    "onnxruntime.transformers",
+    "onnxruntime.tools",
+    "onnxruntime.quantization",
+    "onnxruntime.backend",
+    "ctranslate2.converters",
+    "ctranslate2.specs",
 )
 DESKTOP_PACKAGES = ("pystray", "notifypy")
 """The tray and notifications (`studio-worker ui`; the `desktop` extra). Both are imported

@@ -137,6 +137,8 @@ def test_core_command() -> None:
     assert {"llama_cpp", "faster_whisper", "stable_diffusion_cpp", "piper", "numpy"} <= skipped
     assert {"huggingface_hub", "pytest", "_pytest", "mypy", "ruff", "*.tests"} <= skipped
     assert {"httpx._main", "pygments"} <= skipped
+    # never followed from the engines: llama_cpp's openai wrapper, onnxruntime's tooling
+    assert {"openai", "onnxruntime.transformers", "ctranslate2.converters"} <= skipped
     assert not set(values(argv, "include-package")) & skipped
 
 
