@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from studio_worker.config.ui_prefs import UiPrefs
 from studio_worker.desktop.notices import (
     GLOBAL_CAP,
     KIND_INTERVAL_S,
@@ -32,10 +33,11 @@ from .snapshots import job, snap
 
 PENDING = {"state": "pending", "requestId": "r1", "since": "t"}
 REJECTED = {"state": "rejected", "reason": "not on my studio"}
+BOTH = UiPrefs(notify_on_completion=True, notify_on_failure=True)
 
 
-def kinds(prev: Snapshot, cur: Snapshot) -> list[NoticeKind]:
-    return [n.kind for n in notices_between(prev, cur)]
+def kinds(prev: Snapshot, cur: Snapshot, prefs: UiPrefs = BOTH) -> list[NoticeKind]:
+    return [n.kind for n in notices_between(prev, cur, prefs)]
 
 
 @pytest.mark.parametrize(
@@ -58,15 +60,24 @@ def kinds(prev: Snapshot, cur: Snapshot) -> list[NoticeKind]:
             [],
         ),
         (snap(session_state=SessionState.RECONNECTING), snap(), []),
-        (snap(current_job=job("a")), snap(recent_jobs=(job("a", "completed"),)), []),
+        (
+            snap(current_job=job("a")),
+            snap(recent_jobs=(job("a", "completed"),)),
+            [NoticeKind.JOB_COMPLETED],
+        ),
         (
             snap(current_job=job("a")),
             snap(recent_jobs=(job("a", "failed", "out of memory"),)),
             [NoticeKind.JOB_FAILED],
         ),
-        # already seen failures are not repeated
+        # already seen jobs are not repeated
         (
             snap(recent_jobs=(job("a", "failed"),)),
+            snap(recent_jobs=(job("b", "completed"), job("a", "failed"))),
+            [NoticeKind.JOB_COMPLETED],
+        ),
+        (
+            snap(recent_jobs=(job("b", "completed"), job("a", "failed"))),
             snap(recent_jobs=(job("b", "completed"), job("a", "failed"))),
             [],
         ),
@@ -76,8 +87,34 @@ def test_notices_between(prev: Snapshot, cur: Snapshot, expected: list[NoticeKin
     assert kinds(prev, cur) == expected
 
 
+@pytest.mark.parametrize(
+    ("prefs", "expected"),
+    [
+        (UiPrefs(), []),  # both off by default (behaviour §12.7)
+        (UiPrefs(notify_on_completion=True), [NoticeKind.JOB_COMPLETED]),
+        (UiPrefs(notify_on_failure=True), [NoticeKind.JOB_FAILED]),
+        (BOTH, [NoticeKind.JOB_FAILED, NoticeKind.JOB_COMPLETED]),
+    ],
+)
+def test_job_notices_follow_the_window_prefs(prefs: UiPrefs, expected: list[NoticeKind]) -> None:
+    cur = snap(
+        recent_jobs=(job("b", "completed"), job("a", "failed", "oom")),
+        registration={"state": "approved"},
+    )
+    assert kinds(snap(), cur, prefs) == expected
+    # the other notices do not depend on them
+    approved = [NoticeKind.APPROVED, *expected]
+    assert kinds(snap(registration=PENDING), cur, prefs) == approved
+
+
 def test_notice_texts() -> None:
-    failed = notices_between(snap(), snap(recent_jobs=(job("a", "failed", "engine crashed"),)))
+    done = notices_between(snap(), snap(recent_jobs=(job("a", "completed"),)), BOTH)
+    assert done == [
+        Notice(NoticeKind.JOB_COMPLETED, "studio-worker — job completed", "image · sd-tiny")
+    ]
+    failed = notices_between(
+        snap(), snap(recent_jobs=(job("a", "failed", "engine crashed"),)), BOTH
+    )
     assert failed == [
         Notice(
             NoticeKind.JOB_FAILED,
@@ -97,7 +134,7 @@ def test_notice_texts() -> None:
 
 def test_several_failures_in_one_step_come_oldest_first() -> None:
     cur = snap(recent_jobs=(job("new", "failed", "two"), job("old", "failed", "one")))
-    bodies = [n.body for n in notices_between(snap(), cur)]
+    bodies = [n.body for n in notices_between(snap(), cur, BOTH)]
     assert bodies == ["image · sd-tiny — one", "image · sd-tiny — two"]
 
 

@@ -1,15 +1,15 @@
 """The real notify-py call path: on Linux it runs `notify-send`, here a fake on PATH that
-records its arguments. Each case runs in a fresh interpreter, because notify-py looks
-`notify-send` up once, when it is first imported."""
+records its arguments (`fake_notify_send`). Each case runs in a fresh interpreter, because
+notify-py looks `notify-send` up once, when it is first imported."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .fake_notify_send import run_with_fake_notify_send
 
 pytest.importorskip("notifypy", reason="notify-py is not installed (the desktop extra)")
 if not sys.platform.startswith("linux"):
@@ -31,48 +31,14 @@ for n in range(int(sys.argv[1])):
 notifier.close()
 """
 
-FAKE = """#!/bin/sh
-for arg in "$@"; do printf '%s\\n' "$arg" >> "$RECORD"; done
-printf '%s\\n' '--end--' >> "$RECORD"
-exit "${FAKE_EXIT:-0}"
-"""
-
 
 def run(
     tmp_path: Path, count: int, *, fake: bool, exit_code: int = 0
 ) -> tuple[str, list[list[str]]]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    record = tmp_path / "argv.txt"
-    if fake:
-        script = bin_dir / "notify-send"
-        script.write_text(FAKE)
-        script.chmod(0o755)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DBUS_SESSION_BUS_ADDRESS", "notifypyEnableLogging")
-    }
-    env.update(PATH=str(bin_dir), RECORD=str(record), FAKE_EXIT=str(exit_code))
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(count), str(tmp_path / "icon.png")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    icon = str(tmp_path / "icon.png")
+    return run_with_fake_notify_send(
+        tmp_path, SCRIPT, str(count), icon, fake=fake, exit_code=exit_code
     )
-    assert done.returncode == 0, done.stderr
-    calls: list[list[str]] = []
-    if record.exists():
-        current: list[str] = []
-        for line in record.read_text().splitlines():
-            if line == "--end--":
-                calls.append(current)
-                current = []
-            else:
-                current.append(line)
-    return done.stderr, calls
 
 
 def test_a_notice_runs_notify_send(tmp_path: Path) -> None:
@@ -97,3 +63,69 @@ def test_no_notification_service_at_all(tmp_path: Path) -> None:
     stderr, calls = run(tmp_path, 2, fake=False)
     assert calls == []
     assert stderr.count("desktop notifications are unavailable") == 1
+
+
+JOB_SCRIPT = """
+import logging, sys
+from pathlib import Path
+
+
+class Show(logging.Handler):
+    def emit(self, record):
+        print(record.levelname, getattr(record, "op", "-"), record.getMessage(), file=sys.stderr)
+
+
+logging.basicConfig(level=logging.INFO, handlers=[Show()])
+from studio_worker.config.ui_prefs import UiPrefsFile
+from studio_worker.desktop.notices import Notifier, RateLimiter
+from studio_worker.desktop.notify import notify_py_sender
+from studio_worker.desktop.shell import Watch
+from studio_worker.status.store import JobRecord, StatusStore
+
+
+class Control:
+    def __init__(self, status):
+        self.status = status
+
+    def snapshot(self):
+        return self.status.snapshot()
+
+
+status = StatusStore()
+prefs = UiPrefsFile(Path(sys.argv[1]))
+notifier = Notifier(notify_py_sender(None), limiter=RateLimiter(per_kind_s=0))
+watch = Watch(Control(status), tray=None, notifier=notifier, prefs=prefs.current)
+watch.tick()
+for n, step in enumerate(sys.argv[2:]):
+    if step.startswith("set:"):
+        key, value = step[4:].split("=")
+        UiPrefsFile(Path(sys.argv[1])).update({key: value == "on"})
+        continue
+    job_id = f"job-{n}"
+    status.job_started(JobRecord(job_id, "image", "sd-tiny", "sd-cpp", "a cat", "t0"))
+    watch.tick()
+    status.job_finished(job_id, step, 10, "out of memory" if step == "failed" else None)
+    watch.tick()
+notifier.close()
+"""
+
+
+def test_a_completed_job_notifies_through_notify_send_only_with_the_pref_on(
+    tmp_path: Path,
+) -> None:
+    config = str(tmp_path / "config.toml")
+    steps = ["completed", "failed", "set:notify_on_completion=on", "completed", "failed"]
+    stderr, calls = run_with_fake_notify_send(tmp_path, JOB_SCRIPT, config, *steps)
+    assert [argv[:2] for argv in calls] == [["studio-worker — job completed", "image · sd-tiny"]]
+    assert "--app-name=studio-worker" in calls[0]
+    assert "INFO show notification shown: studio-worker — job completed" in stderr
+
+
+def test_a_failed_job_notifies_with_its_reason_only_with_the_pref_on(tmp_path: Path) -> None:
+    config = str(tmp_path / "config.toml")
+    steps = ["failed", "set:notify_on_failure=on", "completed", "failed"]
+    stderr, calls = run_with_fake_notify_send(tmp_path, JOB_SCRIPT, config, *steps)
+    assert [argv[:2] for argv in calls] == [
+        ["studio-worker — job failed", "image · sd-tiny — out of memory"]
+    ]
+    assert "INFO show notification shown: studio-worker — job failed" in stderr

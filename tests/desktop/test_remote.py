@@ -20,6 +20,7 @@ import pytest
 from studio_worker.app import Daemon, DaemonTuning
 from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
+from studio_worker.config.ui_prefs import UiPrefsFile
 from studio_worker.desktop.control import InProcessControl
 from studio_worker.desktop.remote import ApiControl, snapshot_from_status
 from studio_worker.localapi.dashboard import dashboard_url
@@ -141,6 +142,8 @@ def test_ui_attaches_to_a_running_daemon_and_notifies(
         HOME=str(tmp_path / "home"),
         XDG_CONFIG_HOME=str(tmp_path / "home" / ".config"),
     )
+    # job notices are off by default (behaviour §12.7): the operator asked for failures
+    UiPrefsFile(running_daemon.config).update({"notify_on_failure": True})
     ui = subprocess.Popen(
         [sys.executable, "-m", "studio_worker", "--config", str(running_daemon.config), "ui"],
         env=env,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
+from studio_worker.config.ui_prefs import UiPrefs, UiPrefsFile
 from studio_worker.desktop.notices import NoticeKind, Notifier, RateLimiter
 from studio_worker.desktop.shell import Watch
 from studio_worker.protocol.outcomes import SessionState
@@ -52,6 +53,7 @@ def test_watch_turns_status_changes_into_notices_and_syncs_the_login_item() -> N
         notifier=notifier,
         auto_start=lambda: wanted[0],
         on_auto_start=synced.append,
+        prefs=lambda: UiPrefs(notify_on_failure=True),
     )
     watch.tick()
     assert synced == []  # config not read yet
@@ -75,6 +77,40 @@ def test_watch_turns_status_changes_into_notices_and_syncs_the_login_item() -> N
     assert sent[2][1] == "llm · qwen — model file is corrupt"
     assert synced == [True, False]
     assert NoticeKind.APPROVED.value == "approved"
+
+
+def test_job_notices_follow_ui_toml_live(tmp_path: Path) -> None:
+    """A completed job is a notification only while `notify_on_completion` is on in ui.toml,
+    and a change to the file (the dashboard's PUT /ui/prefs) applies to the next sample."""
+    status = StatusStore()
+    sent: list[tuple[str, str]] = []
+    notifier = Notifier(
+        lambda title, body: sent.append((title, body)) is None,
+        limiter=RateLimiter(per_kind_s=0),
+    )
+    prefs = UiPrefsFile(tmp_path / "config.toml")
+    watch = Watch(StoreControl(status), tray=None, notifier=notifier, prefs=prefs.current)
+
+    def run_job(job_id: str, outcome: str, error: str | None = None) -> None:
+        status.job_started(JobRecord(job_id, "image", "sd-tiny", "sd-cpp", "a cat", "t0"))
+        watch.tick()
+        status.job_finished(job_id, outcome, 10, error)
+        watch.tick()
+
+    watch.tick()
+    run_job("off-1", "completed")  # no ui.toml: both off
+    run_job("off-2", "failed", "oom")
+    UiPrefsFile(tmp_path / "config.toml").update({"notify_on_completion": True})
+    run_job("on-1", "completed")
+    run_job("off-3", "failed", "oom")  # notify_on_failure is still off
+    prefs.path.write_text("notify_on_failure = true\n")  # by hand: completion off again
+    run_job("off-4", "completed")
+    run_job("on-2", "failed", "engine crashed")
+    notifier.close()
+    assert sent == [
+        ("studio-worker — job completed", "image · sd-tiny"),
+        ("studio-worker — job failed", "image · sd-tiny — engine crashed"),
+    ]
 
 
 def test_ui_without_a_display_runs_headless(tmp_path: Path) -> None:

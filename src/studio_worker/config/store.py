@@ -135,23 +135,30 @@ class ConfigStore:
             self._redactor.register_settings(settings)
 
     def _write_atomically(self, payload: bytes) -> None:
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                if sys.platform != "win32":
-                    os.fchmod(handle.fileno(), FILE_MODE)
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(directory)
+        write_atomically(self.path, payload)
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Write `payload` to `path` through a temp file in the same directory (0600 on Unix),
+    fsynced, then renamed over it: a reader sees the old file or the new one. Also used for
+    the other owner-only state files next to config.toml (`ui.toml`)."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if sys.platform != "win32":
+                os.fchmod(handle.fileno(), FILE_MODE)
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(directory)
 
 
 def _fsync_dir(directory: Path) -> None:

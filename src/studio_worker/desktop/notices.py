@@ -1,7 +1,8 @@
 """Desktop notifications: which events deserve one, how often, and the sending thread.
 
 Events are derived, not reported: `notices_between` compares two status-board snapshots
-(approval granted or rejected, studio auth failed, a job failed) and `switch_notice`
+(approval granted or rejected, studio auth failed, a job completed or failed — those two
+only when the operator asked for them in `ui.toml`, behaviour §12.7) and `switch_notice`
 reads the updater's state when the daemon hands back a restart (update installed or
 rolled back). So no part of the daemon calls a notification API; the tray's watch loop
 feeds what these return to one `Notifier`, which rate-limits (`RateLimiter`, pure) and
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from studio_worker.config.ui_prefs import UiPrefs
 from studio_worker.platform.updater import InstallLayout, UpdateState, load_state
 from studio_worker.protocol.outcomes import AUTH_FAILED_HINT, SessionState
 from studio_worker.status.store import Snapshot
@@ -42,6 +44,7 @@ class NoticeKind(StrEnum):
     UPDATE_INSTALLED = "update_installed"
     UPDATE_ROLLED_BACK = "update_rolled_back"
     JOB_FAILED = "job_failed"
+    JOB_COMPLETED = "job_completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +58,11 @@ def _title(what: str) -> str:
     return f"{APP_NAME} — {what}"
 
 
-def notices_between(prev: Snapshot, cur: Snapshot) -> list[Notice]:
-    """The notices that going from `prev` to `cur` calls for, in a fixed order."""
+def notices_between(prev: Snapshot, cur: Snapshot, prefs: UiPrefs | None = None) -> list[Notice]:
+    """The notices that going from `prev` to `cur` calls for, in a fixed order. A finished
+    job is one only when `prefs` asks for it (`notify_on_completion`, `notify_on_failure`;
+    both off by default)."""
+    prefs = prefs or UiPrefs()
     out: list[Notice] = []
     was, now = prev.registration.get("state"), cur.registration.get("state")
     if was == "pending" and now == "approved":
@@ -90,18 +96,29 @@ def notices_between(prev: Snapshot, cur: Snapshot) -> list[Notice]:
                 f"{reason}. {AUTH_FAILED_HINT}",
             )
         )
+    if not (prefs.notify_on_completion or prefs.notify_on_failure):
+        return out
     seen = {job.job_id for job in prev.recent_jobs}
     for job in reversed(cur.recent_jobs):  # oldest first
-        if job.job_id in seen or job.outcome != "failed":
+        if job.job_id in seen:
             continue
-        reason = job.error or "no reason given"
-        out.append(
-            Notice(
-                NoticeKind.JOB_FAILED,
-                _title("job failed"),
-                f"{job.kind} · {job.model} — {reason}",  # behaviour §12.7
+        if job.outcome == "failed" and prefs.notify_on_failure:
+            reason = job.error or "no reason given"
+            out.append(
+                Notice(
+                    NoticeKind.JOB_FAILED,
+                    _title("job failed"),
+                    f"{job.kind} · {job.model} — {reason}",  # behaviour §12.7
+                )
             )
-        )
+        elif job.outcome == "completed" and prefs.notify_on_completion:
+            out.append(
+                Notice(
+                    NoticeKind.JOB_COMPLETED,
+                    _title("job completed"),
+                    f"{job.kind} · {job.model}",  # behaviour §12.7
+                )
+            )
     return out
 
 
@@ -216,15 +233,15 @@ class Notifier:
         except Exception as exc:  # an OS edge: anything it raises means "not shown"
             shown, detail = False, f"{type(exc).__name__}: {exc}"
         if shown:
-            log.info("notification shown: %s", notice.title, extra={"op": "notify"})
+            log.info("notification shown: %s", notice.title, extra={"op": "show"})
             return True
         if not self._failed_once:
             self._failed_once = True
             log.warning(
                 "desktop notifications are unavailable (%s); carrying on without them",
                 detail,
-                extra={"op": "notify"},
+                extra={"op": "show"},
             )
         else:
-            log.debug("notification not shown: %s", notice.title, extra={"op": "notify"})
+            log.debug("notification not shown: %s", notice.title, extra={"op": "show"})
         return False

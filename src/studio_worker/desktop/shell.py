@@ -3,10 +3,11 @@
 The daemon's event loop runs on the main thread and the tray's loop on a thread of its
 own, except on macOS, where AppKit wants the tray on the main thread and the daemon gets
 the thread instead; a watch thread samples the status board once a second
-(§12.2's poll rate), repaints the tray and turns changes into notifications. Without a
-tray (no display, no pystray) the daemon runs on the main thread and the watch loop
-still sends notifications. Closing a browser tab never stops anything: only Quit, a
-signal, or the daemon ending by itself (an update restart, the studio refusing it) does.
+(§12.2's poll rate), repaints the tray and turns changes into notifications (the job ones
+as `ui.toml` asks, read live). Without a tray (no display, no pystray) the daemon runs on
+the main thread and the watch loop still sends notifications. Closing a browser tab never
+stops anything: only Quit, a signal, or the daemon ending by itself (an update restart,
+the studio refusing it) does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from studio_worker.config.ui_prefs import UiPrefs, UiPrefsFile
 from studio_worker.desktop import autostart
 from studio_worker.desktop.control import DaemonControl
 from studio_worker.desktop.icons import icon_image
@@ -39,7 +41,8 @@ TRAY_STOP_GRACE_S = 3.0
 class Watch:
     """Samples the status board on a thread: repaint the tray, post notices, keep the login
     item in step with `auto_start`. `stop()` takes one last sample (the daemon may have
-    ended on an auth failure worth a notice)."""
+    ended on an auth failure worth a notice). `prefs` gives the window preferences at each
+    sample (`UiPrefsFile.current`), so a change to `ui.toml` applies to the next one."""
 
     def __init__(
         self,
@@ -49,9 +52,11 @@ class Watch:
         notifier: Notifier | None,
         auto_start: Callable[[], bool | None] | None = None,
         on_auto_start: Callable[[bool], None] | None = None,
+        prefs: Callable[[], UiPrefs] = UiPrefs,
         interval_s: float = WATCH_INTERVAL_S,
     ) -> None:
         self._control = control
+        self._prefs = prefs
         self._tray = tray
         self._notifier = notifier
         self._auto_start = auto_start
@@ -86,7 +91,7 @@ class Watch:
             self._tray.refresh(snap)
         if snap is not None:  # None: the daemon did not answer this time
             if self._notifier is not None and self._last is not None:
-                for notice in notices_between(self._last, snap):
+                for notice in notices_between(self._last, snap, self._prefs()):
                     self._notifier.post(notice)
             self._last = snap
         if self._auto_start is not None and self._on_auto_start is not None:
@@ -165,6 +170,7 @@ def run_desktop(
         notifier=notifier,
         auto_start=auto_start,
         on_auto_start=lambda on: sync_login_item(config_path, on),
+        prefs=UiPrefsFile(config_path).current,
     )
     with _quit_on_signals(control):
         watch.start()  # before the daemon: the watch's first sample is the baseline
