@@ -161,6 +161,53 @@ def test_a_config_edit_from_the_page_is_validated_then_saved(page: Any, live: Li
     live.api("PUT", "/daemon/config", json={"onlyWhenIdle": False, "vramThresholdGb": 8.0})
 
 
+def ui_toml(live: Live) -> dict[str, Any]:
+    path = live.config.parent / "ui.toml"
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def test_this_window_prefs_apply_and_store_at_once(page: Any, live: Live) -> None:
+    from playwright.sync_api import expect
+
+    open_dashboard(page, live)
+    html = page.locator("html")
+    expect(html).to_have_attribute("data-theme", "dark")  # the default
+    page.get_by_role("tab", name="Config").click()
+    card = page.get_by_test_id("window-prefs")
+    expect(card).to_contain_text("This window")
+
+    card.get_by_label("Notify when a job completes").check()  # no Save: stored at once
+    wait_for(lambda: ui_toml(live).get("notify_on_completion") is True, 20, "ui.toml")
+    assert ui_toml(live)["notify_on_failure"] is False
+    expect(page.get_by_role("button", name="Save")).to_be_disabled()  # config.toml untouched
+
+    card.get_by_label("Theme").select_option("light")
+    expect(html).to_have_attribute("data-theme", "light")
+    expect(page.locator("#theme")).to_have_value("light")  # the header follows
+    wait_for(lambda: ui_toml(live).get("theme") == "light", 20, "theme = light in ui.toml")
+    page.locator("#theme").select_option("system")  # and the card follows the header
+    expect(card.get_by_label("Theme")).to_have_value("system")
+    expect(html).not_to_have_attribute("data-theme", re.compile(".*"))
+    wait_for(lambda: ui_toml(live).get("theme") == "system", 20, "theme = system in ui.toml")
+
+    moving = "() => { const s = document.createElement('span'); const p = document.createElement('div'); p.className = 'progress'; p.append(s); document.body.append(p); const d = getComputedStyle(s).transitionDuration; p.remove(); return d; }"  # noqa: E501
+    assert page.evaluate(moving) != "0s"
+    card.get_by_label("Reduce motion").check()
+    expect(html).to_have_attribute("data-reduce-motion", "")
+    assert page.evaluate(moving) == "0s"
+    wait_for(lambda: ui_toml(live).get("reduce_motion") is True, 20, "reduce_motion in ui.toml")
+
+    live.api("PUT", "/ui/prefs", json={"theme": "light"}).raise_for_status()  # another client
+    page.reload()
+    expect(html).to_have_attribute("data-theme", "light")
+    page.get_by_role("tab", name="Config").click()
+    expect(card.get_by_label("Notify when a job completes")).to_be_checked()
+    expect(card.get_by_label("Reduce motion")).to_be_checked()
+    restored = {"theme": "dark", "reduceMotion": False, "notifyOnCompletion": False}
+    live.api("PUT", "/ui/prefs", json=restored).raise_for_status()
+    expect(html).to_have_attribute("data-theme", "dark")  # polled: follows the file
+
+
 WEIGHTS = b"w" * 1_000_000  # the store reads 64 KiB chunks: half of this shows
 
 
@@ -392,3 +439,5 @@ def test_screenshots_of_every_tab(page: Any, live: Live, tmp_path: Path) -> None
     page.get_by_role("tab", name="Status").click()
     expect(page.locator("html")).to_have_attribute("data-theme", "light")
     page.screenshot(path=str(folder / "status-light.png"), full_page=True)
+    assert ui_toml(live)["theme"] == "light"  # the header's switch is stored in ui.toml
+    live.api("PUT", "/ui/prefs", json={"theme": "dark"}).raise_for_status()

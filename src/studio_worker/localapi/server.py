@@ -41,6 +41,7 @@ from studio_worker.localapi.http import BODY_CAP_KEY, ApiError, TextError, json_
 from studio_worker.localapi.inference import Inference
 from studio_worker.localapi.logring import LogRing
 from studio_worker.localapi.models_routes import ModelsRoutes
+from studio_worker.localapi.prefs_routes import PrefsRoutes
 from studio_worker.localapi.update_routes import UpdateRoutes
 from studio_worker.models import ModelError, ModelNotCached, ModelStore
 from studio_worker.models.store import disk_free_bytes
@@ -297,6 +298,7 @@ class LocalApi:
         add.add_delete("/models/{engine}/{model}", self.delete_model)
         add.add_get("/_inputs/{key}", self.one_shot_input)
         self.inference.routes(app)
+        PrefsRoutes(self.deps).routes(app)  # before the dashboard's /ui/{name}
         dashboard.DashboardRoutes(self.deps, lambda: self.url).routes(app)
         self.models_routes.routes(app)
         UpdateRoutes(self.deps).routes(app)

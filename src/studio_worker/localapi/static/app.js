@@ -4,14 +4,18 @@
 // moves to sessionStorage (this tab only, gone when it closes) and leaves the address bar.
 // Every API call sends it as a bearer token; the page itself is served without one.
 
-import { ConfigForm } from "./config.js";
+import { ConfigForm, WindowCard } from "./config.js";
 import {
   activity, h, logLine, overall, renderAbout, renderCurrentJob, renderJobDetail,
   renderJobTable, renderModels, renderStatus,
 } from "./views.js";
 
 const TOKEN_KEY = "studio-worker.token";
-const THEME_KEY = "studio-worker.theme";
+// A copy of ui.toml's window preferences, so the first paint already has the right theme;
+// the daemon's GET /ui/prefs is what counts.
+const PREFS_KEY = "studio-worker.prefs";
+const DEFAULT_PREFS = { theme: "dark", reduceMotion: false, notifyOnCompletion: false, notifyOnFailure: false };
+const PREFS_POLL_TICKS = 5;
 const TABS = ["status", "jobs", "models", "config", "logs", "about"];
 const POLL_MS = 1000;
 const HIDDEN_POLL_MS = 5000;
@@ -43,6 +47,10 @@ const app = {
   tick: 0,
   rendered: {},
   config: null,
+  prefs: { ...DEFAULT_PREFS },
+  prefsLoaded: false,
+  prefsVersion: 0, // bumped by each local change: an older GET answer does not undo it
+  windowCard: null,
 };
 
 // ---- token -------------------------------------------------------------------------------
@@ -177,6 +185,7 @@ async function poll() {
       app.jobLog = await api("GET", `/jobs/${encodeURIComponent(app.selectedJob)}/log`).catch(() => null);
     }
     if (app.tab === "about" && (!app.about || app.tick % 10 === 0)) app.about = await api("GET", "/daemon/about");
+    if (!app.prefsLoaded || app.tick % PREFS_POLL_TICKS === 0) await loadPrefs();
   } catch (err) {
     if (!app.token) return;
     app.link = err instanceof ApiFailure ? "error" : "unreachable";
@@ -277,7 +286,11 @@ function renderPanel() {
       });
       break;
     case "config":
-      if (!app.config) app.config = new ConfigForm(panel, api, say);
+      if (!app.config) {
+        app.windowCard = new WindowCard(setPref);
+        app.config = new ConfigForm(panel, api, say, app.windowCard.el);
+        app.windowCard.update(app.prefs);
+      }
       app.config.update(s.config);
       break;
     case "logs":
@@ -389,7 +402,7 @@ function pullForm() {
   );
 }
 
-// ---- tabs, theme, start ------------------------------------------------------------------
+// ---- tabs, start -------------------------------------------------------------------------
 
 function selectTab(tab, focus = false) {
   if (!TABS.includes(tab)) tab = "status";
@@ -416,21 +429,68 @@ function setupTabs() {
   });
 }
 
-function setupTheme() {
+// ---- window preferences (ui.toml): theme, reduce motion, notifications ------------------
+
+function applyPrefs() {
+  const p = app.prefs;
+  const root = document.documentElement;
+  if (p.theme === "system") root.removeAttribute("data-theme");
+  else root.dataset.theme = p.theme;
+  root.toggleAttribute("data-reduce-motion", Boolean(p.reduceMotion));
+  $("theme").value = p.theme;
+  app.windowCard?.update(p);
+  localStorage.setItem(PREFS_KEY, JSON.stringify(p));
+}
+
+async function loadPrefs() {
+  const version = app.prefsVersion;
+  let prefs;
+  try {
+    prefs = await api("GET", "/ui/prefs");
+  } catch {
+    return; // an older daemon without the route: the local copy stands
+  }
+  if (version !== app.prefsVersion) return; // changed here meanwhile: that answer is stale
+  app.prefs = prefs;
+  app.prefsLoaded = true;
+  applyPrefs();
+}
+
+// Applied at once, then stored in ui.toml; a refusal puts the previous value back.
+async function setPref(key, value) {
+  const before = app.prefs;
+  app.prefsVersion += 1;
+  app.prefs = { ...before, [key]: value };
+  applyPrefs();
+  if (!app.token) return;
+  try {
+    const answer = await api("PUT", "/ui/prefs", { [key]: value });
+    app.prefsVersion += 1;
+    app.prefs = answer.prefs;
+    applyPrefs();
+    say(answer.changed.length ? `Saved: ${answer.changed.join(", ")}` : "Saved (nothing changed)");
+  } catch (err) {
+    app.prefsVersion += 1;
+    app.prefs = before;
+    applyPrefs();
+    say(`Not saved: ${err.message}`, true);
+  }
+}
+
+function setupPrefs() {
+  try {
+    app.prefs = { ...DEFAULT_PREFS, ...JSON.parse(localStorage.getItem(PREFS_KEY) || "{}") };
+  } catch {
+    app.prefs = { ...DEFAULT_PREFS };
+  }
+  applyPrefs();
   const select = $("theme");
-  const apply = (value) => {
-    if (value === "system") document.documentElement.removeAttribute("data-theme");
-    else document.documentElement.dataset.theme = value;
-  };
-  const saved = localStorage.getItem(THEME_KEY) || "system";
-  select.value = saved;
-  apply(saved);
-  select.addEventListener("change", () => { localStorage.setItem(THEME_KEY, select.value); apply(select.value); });
+  select.addEventListener("change", () => setPref("theme", select.value));
 }
 
 function start() {
   takeTokenFromUrl();
-  setupTheme();
+  setupPrefs();
   setupTabs();
   $("pause-toggle").addEventListener("click", actions.togglePause);
   $("gate-form").addEventListener("submit", (e) => {

@@ -1,6 +1,8 @@
 // The Config tab: every editable field of PUT /daemon/config, grouped as the operator
 // thinks of them, checked here with the daemon's own rules before anything is sent, and
-// the daemon's refusal (`<field>: <problem>`) shown at the field it names.
+// the daemon's refusal (`<field>: <problem>`) shown at the field it names. The "This
+// window" card is not part of that form: its preferences (ui.toml, PUT /ui/prefs) are
+// applied and stored as soon as they change, with no Save.
 
 import { h } from "./views.js";
 
@@ -74,7 +76,7 @@ function show(field, input, value) {
 }
 
 export class ConfigForm {
-  constructor(panel, api, say) {
+  constructor(panel, api, say, extraCard = null) {
     this.api = api;
     this.say = say;
     this.saved = null; // the daemon's config the form started from
@@ -89,7 +91,7 @@ export class ConfigForm {
         h("legend", { class: "visually-hidden" }, title),
         h("h2", { "aria-hidden": "true" }, title),
         fields.map((f) => this.field(f)),
-      ))),
+      )), extraCard),
     );
     panel.replaceChildren(form);
   }
@@ -211,5 +213,46 @@ export class ConfigForm {
       if (this.state.dataset.state === "saving") this.setState("dirty", "Unsaved changes");
     }
     this.changed();
+  }
+}
+
+// ---- "This window": theme, reduce motion, notifications (ui.toml) -------------------------
+
+const PREF_SWITCHES = [
+  ["reduceMotion", "Reduce motion", "No transitions or animations in this window."],
+  ["notifyOnCompletion", "Notify when a job completes", "A desktop notification from the tray app (studio-worker ui): kind and model."],
+  ["notifyOnFailure", "Notify when a job fails", "A desktop notification from the tray app (studio-worker ui), with the reason."],
+];
+
+export class WindowCard {
+  // `change(key, value)` applies and stores one preference.
+  constructor(change) {
+    this.inputs = new Map();
+    const theme = h("select", { id: "pref-theme", name: "theme", "aria-describedby": "pref-theme-help" },
+      h("option", { value: "dark" }, "Dark"), h("option", { value: "light" }, "Light"), h("option", { value: "system" }, "Follow system"));
+    theme.addEventListener("change", () => change("theme", theme.value));
+    this.inputs.set("theme", theme);
+    const field = (id, label, input, help) => h("div", { class: "field" },
+      h("label", { for: id }, label), h("div", { class: "control" }, input),
+      h("div", { class: "help", id: `${id}-help` }, help));
+    this.el = h("fieldset", { class: "card form-card", "data-testid": "window-prefs" },
+      h("legend", { class: "visually-hidden" }, "This window"),
+      h("h2", { "aria-hidden": "true" }, "This window"),
+      field("pref-theme", "Theme", theme, "Also in the header. Applied and stored at once, like everything on this card."),
+      PREF_SWITCHES.map(([key, label, help]) => {
+        const id = `pref-${key}`;
+        const input = h("input", { id, type: "checkbox", class: "switch", name: key, "aria-describedby": `${id}-help` });
+        input.addEventListener("change", () => change(key, input.checked));
+        this.inputs.set(key, input);
+        return field(id, label, input, help);
+      }),
+    );
+  }
+
+  update(prefs) {
+    for (const [key, input] of this.inputs) {
+      if (input.type === "checkbox") input.checked = Boolean(prefs[key]);
+      else input.value = prefs[key];
+    }
   }
 }
