@@ -11,8 +11,12 @@ from hypothesis import HealthCheck, settings
 
 T = TypeVar("T")
 
-CALL_BUDGET_S = 0.5
-"""No single decode/parse/guard call may take longer than this (no hang, no blow-up)."""
+CALL_BUDGET_S = 2.0
+"""No single decode/parse/guard call may spend more CPU than this (no hang, no blow-up).
+
+CPU time of the calling thread, not wall time: other work on a shared CI machine delays a
+call without making it spend more; a quadratic blow-up or a hang spends far more than
+this (a 2 MB flat frame decodes in about 0.1 s of CPU)."""
 
 
 def fuzz(max_examples: int = 150) -> settings:
@@ -26,10 +30,10 @@ def fuzz(max_examples: int = 150) -> settings:
 
 
 def timed(fn: Callable[..., T], *args: Any) -> T:
-    """Call `fn`, asserting it returns (or raises) within CALL_BUDGET_S."""
-    started = time.perf_counter()
+    """Call `fn`, asserting it returns (or raises) within CALL_BUDGET_S of CPU."""
+    started = time.thread_time()
     try:
         return fn(*args)
     finally:
-        took = time.perf_counter() - started
-        assert took < CALL_BUDGET_S, f"{getattr(fn, '__name__', fn)} took {took:.2f}s"
+        took = time.thread_time() - started
+        assert took < CALL_BUDGET_S, f"{getattr(fn, '__name__', fn)} spent {took:.2f}s of CPU"
