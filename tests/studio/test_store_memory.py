@@ -153,3 +153,16 @@ def test_the_queued_cache_is_bounded_and_falls_back_to_the_database(
 )
 def test_timestamps_keep_the_wire_format(moment: datetime) -> None:
     assert utc_millis(moment) == rfc3339_millis(moment)
+
+
+def test_the_delivery_counts_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The studio counts outcomes per job for the fault tests; only the most recent
+    `DELIVERIES_KEPT` jobs are kept, so months of jobs do not grow its memory."""
+    from studio_worker.studio import jobbook
+
+    monkeypatch.setattr(jobbook, "DELIVERIES_KEPT", 3)
+    book = jobbook.JobBook(Store(tmp_path / "db"))
+    for n in range(5):
+        book._delivered(f"job-{n}")
+    book._delivered("job-3")  # a second outcome for a recent job: counted, kept
+    assert dict(book.deliveries) == {"job-2": 1, "job-4": 1, "job-3": 2}

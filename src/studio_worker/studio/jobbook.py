@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,19 @@ from studio_worker.studio.store import Store
 log = logging.getLogger(__name__)
 
 
+DELIVERIES_KEPT = 10_000
+
+
 class JobBook:
     def __init__(self, store: Store, *, max_attempts: int = 3) -> None:
         self._store = store
         self.max_attempts = max_attempts
         self._waiters: dict[str, list[asyncio.Future[JobRecord]]] = {}
         # Outcomes (result or fail) taken from workers per job, since this studio
-        # started: the fault tests read it to prove nothing is delivered twice.
-        self.deliveries: dict[str, int] = {}
+        # started: the fault tests read it to prove nothing is delivered twice. Only the
+        # most recent DELIVERIES_KEPT jobs are counted, so a long-running studio's memory
+        # stays flat.
+        self.deliveries: OrderedDict[str, int] = OrderedDict()
 
     # ---- queries ------------------------------------------------------------------
 
@@ -121,6 +127,9 @@ class JobBook:
 
     def _delivered(self, job_id: str) -> None:
         self.deliveries[job_id] = self.deliveries.get(job_id, 0) + 1
+        self.deliveries.move_to_end(job_id)
+        while len(self.deliveries) > DELIVERIES_KEPT:
+            self.deliveries.popitem(last=False)
 
     # ---- waiting ------------------------------------------------------------------
 
