@@ -135,7 +135,9 @@ def test_core_command() -> None:
     skipped = set(values(argv, "nofollow-import-to"))
     # no engine, no hub, no dev tools in the core binary
     assert {"llama_cpp", "faster_whisper", "stable_diffusion_cpp", "piper", "numpy"} <= skipped
-    assert {"huggingface_hub", "pytest", "_pytest", "mypy", "ruff", "*.tests"} <= skipped
+    assert {"huggingface_hub", "pytest", "_pytest", "mypy", "ruff", "*.tests.*"} <= skipped
+    # a module named `tests` can be real code: jinja2 imports `jinja2.tests`
+    assert "*.tests" not in skipped
     assert {"httpx._main", "pygments"} <= skipped
     # never followed from the engines: llama_cpp's openai wrapper, onnxruntime's tooling
     assert {"openai", "onnxruntime.transformers", "ctranslate2.converters"} <= skipped
