@@ -87,7 +87,9 @@ ENGINES: dict[str, Engine] = {
     "llm": Engine(
         packages=("llama_cpp", "jinja2"),
         data=("llama_cpp",),  # llama_cpp/lib/*.so|dylib|dll
-        skip=("llama_cpp.server", "llama_cpp.llama_tokenizer"),
+        # the OpenAI-style server (FastAPI, uvicorn); `llama_tokenizer` must stay: llama.py
+        # imports it at module level (its HF tokenizer imports transformers only when used)
+        skip=("llama_cpp.server",),
         cmake_args={
             "cpu": "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF",
             "cuda": "-DGGML_CUDA=on -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF",

@@ -167,6 +167,14 @@ def test_all_engines_command() -> None:
     assert "huggingface_hub" not in skipped
 
 
+def test_no_module_an_engine_imports_at_load_is_left_out() -> None:
+    """llama_cpp/llama.py imports `llama_tokenizer` at module level: leaving it out broke
+    `import llama_cpp` in the binary."""
+    skipped = set(values(command(engines=["llm"]), "nofollow-import-to"))
+    assert "llama_cpp.server" in skipped
+    assert "llama_cpp.llama_tokenizer" not in skipped
+
+
 def test_one_engine_command() -> None:
     argv = command(engines=["llm"])
     included = set(values(argv, "include-package"))
