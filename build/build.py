@@ -86,7 +86,8 @@ class Engine:
 ENGINES: dict[str, Engine] = {
     "llm": Engine(
         packages=("llama_cpp", "jinja2"),
-        data=("llama_cpp",),  # llama_cpp/lib/*.so|dylib|dll
+        # no data: Nuitka's own llama_cpp configuration copies lib/*.so|dylib|dll as DLLs,
+        # and shipping them as data too is a fatal conflict (measured here)
         # the OpenAI-style server (FastAPI, uvicorn); `llama_tokenizer` must stay: llama.py
         # imports it at module level (its HF tokenizer imports transformers only when used)
         skip=("llama_cpp.server",),
