@@ -92,6 +92,12 @@ class StudioProcess:
 
         return wait_for(done, timeout, f"job {job_id}")
 
+    def kill9(self) -> None:
+        """No goodbye of any kind (the fault tests' studio crash)."""
+        self.admin.close()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
     def stop(self) -> None:
         self.admin.close()
         if self.proc.poll() is None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+from processes import ADMIN_TOKEN, StudioProcess
 from rig import GATED_SOURCE, GATED_TASK, TUNING, GatedEngine
 
 from studio_worker.app import Daemon
@@ -21,58 +18,8 @@ from studio_worker.config.store import ConfigStore
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.engines.synthetic import SyntheticEngine
 
-ADMIN = "fault-admin-token"
+ADMIN = ADMIN_TOKEN  # the studio processes.StudioProcess starts
 LIMIT_S = 20.0
-
-
-class StudioProc:
-    def __init__(self, data: Path, port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "studio_worker.studio",
-                "--data-dir",
-                str(data),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--admin-token",
-                ADMIN,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.url = ""
-        for line in self.proc.stdout:
-            if line.startswith("studio listening on "):
-                self.url = line.split()[-1]
-                break
-        assert self.url, "the studio did not start"
-        self.port = int(self.url.rsplit(":", 1)[1])
-        # keep reading its log so a full pipe never stalls the studio
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for _line in self.proc.stdout:
-            pass
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def admin(url: str, method: str, path: str, body: Any = None) -> Any:
@@ -95,7 +42,7 @@ async def until_job(url: str, job_id: str, *statuses: str) -> dict[str, Any]:
 
 
 async def test_studio_killed_and_restarted_mid_job_gets_the_result_once(tmp_path: Path) -> None:
-    studio = StudioProc(tmp_path / "studio")
+    studio = StudioProcess(tmp_path / "studio")
     config = tmp_path / "worker" / "config.toml"
     ConfigStore(config).save(
         Settings(
@@ -122,7 +69,7 @@ async def test_studio_killed_and_restarted_mid_job_gets_the_result_once(tmp_path
                 await asyncio.sleep(0.01)
 
         studio.kill9()  # mid-job, no goodbye of any kind
-        studio = StudioProc(tmp_path / "studio", port=studio.port)
+        studio = StudioProcess(tmp_path / "studio", port=studio.port)
         # The restarted studio still gives the job to the worker that ran it.
         held = await admin(studio.url, "GET", f"/admin/jobs/{job_id}")
         assert held["status"] == "running" and held["attempts"] == 0
