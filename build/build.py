@@ -104,8 +104,10 @@ ENGINES: dict[str, Engine] = {
         requirement="faster-whisper>=1.1",
     ),
     "image": Engine(
+        # no data: its lib/ (skipped by Nuitka's data scan) is copied as DLLs by
+        # build/nuitka-package.config.yml; Nuitka's own imageio_ffmpeg configuration copies
+        # binaries/ffmpeg-* as an executable (shipping it as data too is a fatal conflict)
         packages=("stable_diffusion_cpp", "imageio_ffmpeg"),
-        data=("stable_diffusion_cpp", "imageio_ffmpeg"),  # lib/*.so, binaries/ffmpeg-*
         cmake_args={
             "cpu": "-DGGML_NATIVE=OFF -DSD_BUILD_EXAMPLES=OFF",
             "cuda": "-DSD_CUDA=ON -DGGML_NATIVE=OFF -DSD_BUILD_EXAMPLES=OFF",
@@ -115,7 +117,7 @@ ENGINES: dict[str, Engine] = {
     ),
     "tts": Engine(
         packages=("piper", "onnxruntime", "imageio_ffmpeg"),
-        data=("piper", "imageio_ffmpeg"),  # espeak-ng-data, ffmpeg
+        data=("piper",),  # espeak-ng-data; ffmpeg: see "image"
         requirement="piper-tts>=1.3",
     ),
 }
@@ -161,6 +163,8 @@ ALWAYS_SKIP = (
     "ctranslate2.converters",
     "ctranslate2.specs",
 )
+PACKAGE_CONFIG = Path(__file__).resolve().parent / "nuitka-package.config.yml"
+"""Nuitka package configuration for engine libraries its standard one does not know."""
 DESKTOP_PACKAGES = ("pystray", "notifypy")
 """The tray and notifications (`studio-worker ui`; the `desktop` extra). Both are imported
 lazily, so they are named for the compile; notifypy ships its macOS/Windows notifiers as
@@ -304,6 +308,7 @@ def nuitka_command(
         "--assume-yes-for-downloads",
         f"--report={work_dir / 'nuitka-report.xml'}",
     ]
+    argv.append(f"--user-package-configuration-file={PACKAGE_CONFIG}")
     argv += [f"--include-package={p}" for p in include]
     argv += [f"--include-package-data={p}" for p in data]
     argv += [f"--nofollow-import-to={p}" for p in dict.fromkeys(skip)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import subprocess
 import sys
 import tarfile
@@ -158,8 +159,10 @@ def test_all_engines_command() -> None:
         included
     )
     data = set(values(argv, "include-package-data"))
-    assert {"faster_whisper", "piper", "imageio_ffmpeg", "certifi"} <= data
-    assert "llama_cpp" not in data  # Nuitka copies its libraries as DLLs (data too: fatal)
+    assert {"faster_whisper", "piper", "certifi"} <= data
+    # Nuitka copies these packages' libraries/executables as DLLs; data too is fatal
+    assert not {"llama_cpp", "imageio_ffmpeg", "stable_diffusion_cpp"} & data
+    assert values(argv, "user-package-configuration-file") == [str(build.PACKAGE_CONFIG)]
     skipped = set(values(argv, "nofollow-import-to"))
     assert "llama_cpp.server" in skipped
     assert not included & skipped
@@ -341,3 +344,21 @@ def test_missing_executable_is_refused(tmp_path: Path) -> None:
     dist.mkdir()
     with pytest.raises(build.BuildError, match="has no studio-worker"):
         build.make_archive(dist, tmp_path / "out", version="0.5.0", triple=LINUX, variant="cpu")
+
+
+def test_the_package_configuration_ships_the_sd_cpp_library() -> None:
+    """sd.cpp's library is loaded with ctypes from `stable_diffusion_cpp/lib`; Nuitka's data
+    scan skips shared libraries, so our package configuration must name it as a DLL, and the
+    names must match what the installed wheel carries."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the configuration")
+    config = yaml.safe_load(build.PACKAGE_CONFIG.read_text())
+    (sd,) = [entry for entry in config if entry["module-name"] == "stable_diffusion_cpp"]
+    (rule,) = sd["dlls"]
+    assert rule["from_filenames"]["relative_path"] == "lib"
+    prefixes = tuple(rule["from_filenames"]["prefixes"])
+    spec = importlib.util.find_spec("stable_diffusion_cpp")
+    if spec is None or spec.origin is None:
+        pytest.skip("stable-diffusion-cpp-python is not installed")
+    lib = Path(spec.origin).parent / "lib"
+    shipped = [p.name for p in lib.iterdir() if p.name.startswith(prefixes)]
+    assert any("stable-diffusion" in name for name in shipped), sorted(os.listdir(lib))
