@@ -56,6 +56,10 @@ def test_held_jobs_read_the_same_as_before_and_come_back_queued_after_a_crash(
     assert [q.id for q in store.queued_page()] == [waiting]
     assert [q.id for q in store.queued_page(limit=1)] == [waiting]
 
+    unsaved = _reopened(path)  # the accepting worker is not written yet (next loop tick)
+    assert {j.id: j.worker_id for j in unsaved.list_jobs()}[running] is None
+    unsaved.close()
+    store.save_holders()
     crashed = _reopened(path)  # offered is not durable: back in the queue
     assert {j.id for j in crashed.list_jobs("queued")} == {offered, running, waiting}
     assert all(j.attempts == 0 for j in crashed.list_jobs())

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class Hub:
         # Last sign of life of workers that are not connected (for the stale sweep).
         self._gone_since: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._saving_holders = False
 
     # ---- sessions -----------------------------------------------------------------
 
@@ -261,7 +263,19 @@ class Hub:
     def _accept(self, session: Session, frame: Accept) -> None:
         job = self._held(session, frame.job_id)
         if job.status is JobStatus.OFFERED:
+            # The accepting worker is written on the next tick (before anyone woken by
+            # the job's start runs): off this frame's path, once for all accepts read.
+            if not self._saving_holders:
+                self._saving_holders = True
+                asyncio.get_running_loop().call_soon(self._save_holders)
             self._jobs.start(job.id)
+
+    def _save_holders(self) -> None:
+        self._saving_holders = False
+        try:
+            self._store.save_holders()
+        except sqlite3.Error:  # a full disk: the job still runs; a restart would requeue it
+            log.exception("could not record which worker runs its job")
 
     def _reject(self, session: Session, frame: Reject) -> None:
         session.hold_offers = True

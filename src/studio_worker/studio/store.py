@@ -9,8 +9,9 @@ Jobs in memory (records handed out are shared: treat them as read-only):
     saying `queued` until the job is done, failed or requeued, and that write carries
     everything (status, worker, attempts, result) in one commit. One thing rides on
     `running`: the worker that accepted the job, written to the row (which still says
-    `queued`) at the accept. After a stop or a crash an offered job is simply queued
-    again, as its row says; a running one is held again for its worker
+    `queued`) on the event-loop tick after the accept (`save_holders`). After a stop or
+    a crash an offered job is simply queued again, as its row says; a running one is
+    held again for its worker
     (`resume_interrupted`), which may deliver it after reconnecting — a late result for
     a job the studio no longer holds would be a protocol violation (§3.5) — and the
     hub's stale sweep takes it back if the worker does not return. Reads go through the
@@ -101,12 +102,27 @@ class Store:
         self._log_cap = log_cap
         # Held (offered/running) jobs by id, with their rowid: the authority for them.
         self._held: dict[str, tuple[int, JobRecord]] = {}
+        self._unsaved_holders: dict[str, str | None] = {}  # job id -> worker, to write
         # Queued jobs, newest last, at most FRESH_CAP: a cache of their rows.
         self._fresh: dict[str, tuple[int, JobRecord]] = {}
         self._load_held()
 
     def close(self) -> None:
+        self.save_holders()
         self._db.close()
+
+    def save_holders(self) -> None:
+        """Write the accepting worker of jobs that started running since the last call.
+
+        `set_job(…, RUNNING)` only notes it: the hub calls this once per event-loop tick
+        after accepts, so the write is off the accept's path and a result that arrives in
+        the same read as its accept (an instant job) makes it unnecessary."""
+        if not self._unsaved_holders:
+            return
+        rows = [(worker_id, jid) for jid, worker_id in self._unsaved_holders.items()]
+        with self._transaction():
+            self._db.executemany("UPDATE jobs SET worker_id=? WHERE id=?", rows)
+        self._unsaved_holders.clear()  # only once written: a failed write is tried again
 
     def _load_held(self) -> None:
         """Held jobs as the database has them: only rows written by an older studio."""
@@ -395,7 +411,7 @@ class Store:
         )
         if status in HELD:  # memory only, but for the accepting worker: see the docstring
             if status is JobStatus.RUNNING and job.status is not JobStatus.RUNNING:
-                self._db.execute("UPDATE jobs SET worker_id=? WHERE id=?", (updated.worker_id, jid))
+                self._unsaved_holders[jid] = updated.worker_id
             self._fresh.pop(jid, None)
             self._held[jid] = (rowid, updated)
             return updated
@@ -407,6 +423,7 @@ class Store:
         cols = ", ".join(f"{name}=?" for name in columns)
         self._db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*columns.values(), jid))
         self._held.pop(jid, None)
+        self._unsaved_holders.pop(jid, None)  # this write carried the worker
         if status is JobStatus.QUEUED:
             self._cache_queued(rowid, updated)
         else:
