@@ -27,6 +27,8 @@ class SecretRedactor(logging.Filter):
         super().__init__()
         self._lock = threading.Lock()
         self._secrets: frozenset[str] = frozenset()
+        # longest first, so a secret containing another is masked whole
+        self._ordered: tuple[str, ...] = ()
         for secret in secrets:
             self.register(secret)
 
@@ -35,36 +37,40 @@ class SecretRedactor(logging.Filter):
             return
         with self._lock:
             self._secrets = self._secrets | {secret}
+            self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
 
     def register_settings(self, settings: Settings) -> None:
         for key in SECRET_KEYS:
             self.register(getattr(settings, key))
 
     def scrub(self, text: str) -> str:
-        # Longest first, so a secret containing another is masked whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        scrubbed = self.scrub(message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
+        fields = record.__dict__
+        if not self._ordered or fields.get(_SCRUBBED):
+            return True  # nothing to hide, or another handler's filter already did it
+        # Formatted once here: every handler after this one reads the final text.
+        record.msg, record.args = self.scrub(record.getMessage()), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self.scrub(record.exc_text)
-        for name, value in list(vars(record).items()):
-            if name not in _STANDARD_ATTRS and isinstance(value, str):
-                setattr(record, name, self.scrub(value))  # structured `extra=` fields
+        for name in fields.keys() - _STANDARD_ATTRS:
+            value = fields[name]
+            if isinstance(value, str):
+                fields[name] = self.scrub(value)  # structured `extra=` fields
+        fields[_SCRUBBED] = True
         return True
 
 
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SCRUBBED = "_secrets_scrubbed"
+"""Set on a record once scrubbed: the filter sits on every handler, and a record passes
+each of them."""
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", _SCRUBBED}
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

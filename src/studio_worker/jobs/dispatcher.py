@@ -140,7 +140,11 @@ class Dispatcher:
         if self._journal is not None and not self._inline(claim):
             self._journal.running(claim.job_id)
         self._idle.clear()
-        self._queue.put_nowait(claim)
+        if self._group is not None:  # running: the job's task starts at the next tick
+            with contextlib.suppress(RuntimeError):  # unless the group is shutting down
+                self._launch(self._group, claim)
+                return
+        self._queue.put_nowait(claim)  # `run` starts it
 
     async def wait_idle(self) -> None:
         """Return once no accepted job is waiting or running."""
@@ -198,11 +202,14 @@ class Dispatcher:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 while True:
-                    claim = await self._queue.get()
-                    task = group.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
-                    self._engine_tasks[claim.job_id] = task
+                    self._launch(group, await self._queue.get())
         finally:
+            self._group = None
             self._cancel.set()
+
+    def _launch(self, group: asyncio.TaskGroup, claim: JobOfferClaim) -> None:
+        task = group.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
+        self._engine_tasks[claim.job_id] = task
 
     async def _run_job(self, claim: JobOfferClaim) -> None:
         job_id = claim.job_id
