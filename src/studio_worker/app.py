@@ -32,7 +32,7 @@ from studio_worker.jobs.journal import JobJournal
 from studio_worker.localapi import LocalApi, LocalApiDeps, LogRing
 from studio_worker.localapi.dashboard import dashboard_url
 from studio_worker.models import DownloadProgress, ModelStore
-from studio_worker.platform import sysinfo, updater
+from studio_worker.platform import memory, sysinfo, updater
 from studio_worker.platform.lock import DaemonLock
 from studio_worker.platform.telemetry import init_telemetry
 from studio_worker.protocol.outcomes import AUTH_FAILED_HINT, EndKind
@@ -263,6 +263,7 @@ class Daemon:
                 jobs = group.create_task(dispatcher.run(), name="dispatcher")
                 watch = group.create_task(self._watch_config(), name="config-watch")
                 updates = group.create_task(auto_update.run(self.stop), name="auto-update")
+                trim = group.create_task(memory.trim_loop(), name="trim")
                 if isinstance(self.install, updater.InstallLayout):
                     # config loaded and engines started: this version is healthy
                     await asyncio.to_thread(updater.mark_healthy, self.install)
@@ -279,6 +280,7 @@ class Daemon:
                     jobs.cancel()
                     watch.cancel()
                     updates.cancel()
+                    trim.cancel()
         return code
 
     def dashboard_url(self) -> str | None:
