@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -86,7 +85,7 @@ def release_clean_pages(path: str | None = None) -> int:
         smaps = Path("/proc/self/smaps").read_text()
     except OSError:
         return 0
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's madvise
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     released = 0
     for mapping in clean_readonly_mappings(smaps, exe):
