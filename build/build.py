@@ -167,7 +167,7 @@ BYTECODE_PACKAGES = (
     # the worker's libraries
     "pydantic", "typing_inspection", "annotated_types", "typing_extensions",
     "aiohttp", "aiohappyeyeballs", "aiosignal", "attr", "frozenlist", "multidict",
-    "propcache", "yarl", "idna", "httpx", "httpcore", "h11", "anyio", "sniffio",
+    "propcache", "yarl", "idna", "httpx", "httpcore", "h11", "sniffio",
     "websockets", "click", "platformdirs", "tomli_w", "zstandard", "greenlet",
     "PIL", "loguru", "six", "google",
     # the updater (tufup and its TUF client, signatures)
@@ -189,7 +189,9 @@ idled at 103 MB, 42 MB of them the executable's own .text and .rodata, against 6
 stays compiled. Not here, so compiled: packages whose Nuitka configuration patches their
 source for a standalone build (patches do not apply to bytecode): `imageio_ffmpeg` (the
 path of its ffmpeg), `certifi` (its CA bundle without importlib.resources) and
-`sentry_sdk` (its integrations' metadata checks)."""
+`sentry_sdk` (its integrations' metadata checks); and `anyio`, for which Nuitka adds
+load-time code to `anyio.to_process` (a bytecode package with such a trigger fails the
+build: "'UncompiledPythonModule' object has no attribute 'getCompilationMode'")."""
 PACKAGE_CONFIG = Path(__file__).resolve().parent / "nuitka-package.config.yml"
 """Nuitka package configuration for engine libraries its standard one does not know."""
 DESKTOP_PACKAGES = ("pystray", "notifypy")
