@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +76,27 @@ def build_engines(models_root: Path) -> EngineRegistry:
     return EngineRegistry([*installed_engines(models_root), SyntheticEngine()])
 
 
+class _LineFormatter(logging.Formatter):
+    """`%(asctime)s …` with the seconds part formatted once per second, not per line."""
+
+    _second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if self._second[0] != second:
+            self._second = (second, time.strftime(self.default_time_format, time.localtime(second)))
+        return f"{self._second[1]},{int(record.msecs):03d}"
+
+
 def setup_logging(redactor: SecretRedactor, level: int = logging.INFO) -> None:
+    # Per record, logging would also look up the calling frame, the thread and the
+    # process: no handler here prints them (the logging HOWTO's "Optimization" settings).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(_LineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(redactor)
     root = logging.getLogger()
     root.handlers[:] = [handler]

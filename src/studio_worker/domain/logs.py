@@ -12,8 +12,8 @@ LogLevel = Literal["info", "warn", "error"]
 
 def rfc3339_millis(moment: datetime) -> str:
     """`2026-10-07T09:14:03.512Z`: UTC, milliseconds, `Z`."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # isoformat is C code (strftime costs several times more; every log line has a ts)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 class LogEntry(WireModel):
