@@ -44,6 +44,7 @@ from fixtures.tiny_models import (  # noqa: E402
 )
 
 JOB_TIMEOUT_S = 180
+pytestmark = pytest.mark.timeout(600)  # first loads of four engines in a fresh binary
 SENTENCE = "Hello world, this is a test."
 # what each engine leaves in the dist folder (its libraries or data files)
 ENGINE_MARKS = {

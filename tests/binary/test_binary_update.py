@@ -27,9 +27,14 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("tufup", reason="publishing needs the `update` extra (tufup)")
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="reads /proc/<pid>/exe; the rig is POSIX"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="reads /proc/<pid>/exe; the rig is POSIX"
+    ),
+    # a release build with every engine is ~300 MB packed, ~820 MB unpacked: publishing it
+    # again, downloading, verifying and unpacking it takes minutes here, not seconds
+    pytest.mark.timeout(600),
+]
 
 from packaging.version import Version  # noqa: E402
 from update_live import ConnectionWatch, LiveRig, repack_once, tuf_repo, wait_for  # noqa: E402
