@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from studio_worker.domain.logs import rfc3339_millis
+from studio_worker.domain.logs import LogLevel, rfc3339_millis
 from studio_worker.domain.results import (
     BINARY_KINDS,
     BinaryResult,
@@ -89,6 +89,9 @@ class Dispatcher:
         self._cancel = threading.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        # the inline job running in `begin`, and its breadcrumbs held back until it is done
+        self._later_job: str | None = None
+        self._later: list[Callable[[], None]] = []
 
     # ---- offer handling (called by the session, never blocks) --------------------
 
@@ -117,7 +120,7 @@ class Dispatcher:
         return reply, lambda: self._note_offer(claim, verdict.log)
 
     def _note_offer(self, claim: JobOfferClaim, refused: str | None) -> None:
-        self._crumbs(
+        self._say(
             "info",
             "ws",
             f"offer received {claim.job_id} game={claim.game_id} asset={claim.asset_name} "
@@ -125,12 +128,40 @@ class Dispatcher:
             claim.job_id,
         )
         if refused is not None:
-            self._crumbs("info", "ws", f"rejecting offer {claim.job_id}: {refused}", claim.job_id)
+            self._say("info", "ws", f"rejecting offer {claim.job_id}: {refused}", claim.job_id)
 
     def abandon(self, claim: JobOfferClaim, error: str) -> None:
         """The `accept` could not be sent: free the gate, send nothing else."""
-        self._crumbs("warn", "ws", f"accept send failed for offer {claim.job_id}: {error}")
+        self._say("warn", "ws", f"accept send failed for offer {claim.job_id}: {error}")
         self._gate.release(claim.job_id)
+
+    async def begin(self, claim: JobOfferClaim, note: Callable[[], None]) -> None:
+        """Run an accepted job (its `accept` has left); `note` writes the offer's breadcrumbs.
+
+        An inline job runs right here, on the caller's task: a task of its own would cost
+        a trip round the event loop, and so would its breadcrumbs, which are written once
+        its result is on its way (the offer's first: the order of the lines is kept). Any
+        other job gets its task and the offer's breadcrumbs at once.
+        """
+        if not self._inline(claim):
+            note()
+            self.start(claim)
+            return
+        self._idle.clear()
+        self._later_job, self._later = claim.job_id, [note]
+        try:
+            await self._run_job(claim)
+        finally:
+            later, self._later_job, self._later = self._later, None, []
+            for write in later:
+                write()
+
+    def _say(self, level: LogLevel, category: str, message: str, job_id: str | None = None) -> None:
+        """A breadcrumb; held back while the inline job it is about runs (`begin`)."""
+        if job_id is not None and job_id == self._later_job:
+            self._later.append(lambda: self._crumbs(level, category, message, job_id))
+        else:
+            self._crumbs(level, category, message, job_id)
 
     def start(self, claim: JobOfferClaim) -> None:
         # A job that runs longer than a moment is journaled, so a crash mid-job is reported
@@ -180,17 +211,17 @@ class Dispatcher:
         try:
             await self._uploader.upload(link, job_id, upload.prompt, upload.result)
         except NotHeld as exc:  # it landed before the stop, or the studio took the job back
-            self._crumbs("warn", "ws", f"kept result not taken: {exc.message}", job_id)
+            self._say("warn", "ws", f"kept result not taken: {exc.message}", job_id)
             self._journal.done(job_id)
         except JobError as exc:
             self._fail(job_id, exc.message, True, "dispatch failed")
         else:
             self._journal.done(job_id)
-            self._crumbs("info", "ws", "binary upload ok (kept from before the restart)", job_id)
+            self._say("info", "ws", "binary upload ok (kept from before the restart)", job_id)
 
     def refuse_unreadable(self, job_id: str, reason: str) -> None:
         """An offer we cannot read: accept it and fail it terminally, so it never loops."""
-        self._crumbs("error", "ws", f"dispatch failed: unreadable offer: {reason}", job_id)
+        self._say("error", "ws", f"dispatch failed: unreadable offer: {reason}", job_id)
         self._sink.put(Accept(job_id=job_id))
         self._put(Fail(job_id=job_id, error=f"unreadable offer: {reason}", retryable=False))
 
@@ -236,7 +267,7 @@ class Dispatcher:
             outcome = "completed"
         except NotHeld as exc:  # nothing to tell the studio about a job it does not hold
             error = exc.message
-            self._crumbs("warn", "ws", f"result not taken, job no longer ours: {error}", job_id)
+            self._say("warn", "ws", f"result not taken, job no longer ours: {error}", job_id)
             if self._journal is not None:
                 self._journal.done(job_id)
         except JobError as exc:
@@ -291,7 +322,7 @@ class Dispatcher:
             raise JobError("this worker has no model store to fetch model files into")
         started = time.monotonic()
         paths = await self._models.ensure(claim.model, source)
-        self._crumbs(
+        self._say(
             "info",
             "ws",
             f"model {claim.model}: {len(paths)} file(s) ready in {_ms(started)}ms",
@@ -310,10 +341,10 @@ class Dispatcher:
             # Let the session's outbox pump put the frame on the wire before the
             # breadcrumbs and the bookkeeping: the studio is waiting for the result.
             await asyncio.sleep(0)
-            self._crumbs("info", "ws", dispatched, job_id)
-            self._crumbs("info", "ws", "json result sent", job_id)
+            self._say("info", "ws", dispatched, job_id)
+            self._say("info", "ws", "json result sent", job_id)
             return
-        self._crumbs("info", "ws", dispatched, job_id)
+        self._say("info", "ws", dispatched, job_id)
         if isinstance(result, BinaryResult) and binary_expected:
             link = self._link()
             if link is None:
@@ -323,7 +354,7 @@ class Dispatcher:
             await self._uploader.upload(link, job_id, prompt, result)
             if self._journal is not None:
                 self._journal.done(job_id)
-            self._crumbs("info", "ws", "binary upload ok", job_id)
+            self._say("info", "ws", "binary upload ok", job_id)
         else:
             raise JobError(
                 f"engine returned {type(result).__name__} for a {kind.value} task",
@@ -331,7 +362,7 @@ class Dispatcher:
             )
 
     def _fail(self, job_id: str, error: str, retryable: bool, prefix: str) -> None:
-        self._crumbs("error", "ws", f"{prefix}: {error}", job_id)
+        self._say("error", "ws", f"{prefix}: {error}", job_id)
         self._put(Fail(job_id=job_id, error=error, retryable=retryable))
 
     def _put(self, frame: CompleteJson | Fail) -> None:

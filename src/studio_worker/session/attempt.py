@@ -164,9 +164,10 @@ class SessionAttempt:
                 self._crumbs("warn", "ws", f"reject send failed for offer {claim.job_id}: {exc}")
             await self._apply(self._machine.send_failed(reply.type, str(exc)))
             return
-        note()
         if isinstance(reply, Accept):
-            self._dispatcher.start(claim)
+            await self._dispatcher.begin(claim, note)
+        else:
+            note()
 
     # ---- tasks --------------------------------------------------------------------
 
