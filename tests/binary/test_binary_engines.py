@@ -1,8 +1,8 @@
 """Real engines inside the built binary: one studio job per engine, served by the executable.
 
 Each test runs only when the archive was built with its engine (`build/build.py --engines
-llm,stt,…` or `all`: the release builds); the core build of the test command has none and
-the tests say so. The models are real and tiny, written or shipped by the test's own
+llm,stt,…` or `all`: the release builds and the test command's); a core build
+(`--engines none`) has none and the tests say so. The models are real and tiny, written or shipped by the test's own
 packages, served from the self-hosted studio's shelf with sha256, downloaded and checked by
 the binary's model store, and run in the binary's engine processes:
 
