@@ -2,9 +2,10 @@
 
 Each test runs only when the archive was built with its engine (`build/build.py --engines
 llm,stt,…` or `all`: the release builds and the test command's); a core build
-(`--engines none`) has none and the tests say so. The models are real and tiny, written or shipped by the test's own
-packages, served from the self-hosted studio's shelf with sha256, downloaded and checked by
-the binary's model store, and run in the binary's engine processes:
+(`--engines none`) has none and the tests say so. The models are real and tiny, written
+or shipped by the test's own packages, served from the self-hosted studio's shelf with
+sha256, downloaded and checked by the binary's model store, and run in the binary's
+engine processes:
 
 - llm: a tiny llama GGUF written by the test, run by llama.cpp;
 - stt: the real whisper tiny.en (CTranslate2) reading back a sentence spoken by piper;
