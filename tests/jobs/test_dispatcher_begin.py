@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from synthetic_offers import claim
 
-from studio_worker.domain.tasks import JobOfferClaim
 from studio_worker.domain.wire import WireModel
 from studio_worker.engines.registry import EngineRegistry
 from studio_worker.engines.synthetic import SyntheticEngine
@@ -44,20 +44,6 @@ class RecordingCrumbs(Breadcrumbs):
     def __call__(self, level: str, category: str, message: str, job_id: str | None = None) -> None:
         self.events.seen.append(f"crumb {message}")
         super().__call__(level, category, message, job_id)  # type: ignore[arg-type]
-
-
-def claim(job_id: str, task: dict[str, object]) -> JobOfferClaim:
-    return JobOfferClaim.model_validate(
-        {
-            "jobId": job_id,
-            "gameId": "g",
-            "assetName": "a",
-            "model": "synthetic",
-            "vramGbEstimate": 0,
-            "task": task,
-            "modelSource": {"engine": "synthetic", "files": []},
-        }
-    )
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from synthetic_offers import claim
 
 from studio_worker.domain.tasks import JobOfferClaim
 from studio_worker.domain.wire import WireModel
@@ -50,20 +51,6 @@ class Sink:
 
     def put(self, frame: WireModel) -> None:
         self.frames.append(frame)
-
-
-def claim(job_id: str, task: dict[str, object]) -> JobOfferClaim:
-    return JobOfferClaim.model_validate(
-        {
-            "jobId": job_id,
-            "gameId": "g",
-            "assetName": "a",
-            "model": "synthetic",
-            "vramGbEstimate": 0,
-            "task": task,
-            "modelSource": {"engine": "synthetic", "files": []},
-        }
-    )
 
 
 Parts = tuple[Dispatcher, Sink, RecordingJournal]
