@@ -7,12 +7,9 @@ import contextlib
 import logging
 import os
 import signal
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -42,11 +39,9 @@ from studio_worker.results.uploader import UPLOAD_RETRY_PAUSE_S, ResultUploader
 from studio_worker.session.attempt import Timing
 from studio_worker.session.outbox import Outbox
 from studio_worker.session.supervisor import ReconnectCapReached, SessionSupervisor
+from studio_worker.status.logsetup import setup_logging
 from studio_worker.status.shiplog import Breadcrumbs, ShipQueue
 from studio_worker.status.store import StatusStore
-
-if TYPE_CHECKING:
-    from studio_worker.desktop.notices import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -74,35 +69,6 @@ class DaemonTuning:
 def build_engines(models_root: Path) -> EngineRegistry:
     """The static roster (behaviour §6.1): real engines first, synthetic always last."""
     return EngineRegistry([*installed_engines(models_root), SyntheticEngine()])
-
-
-class _LineFormatter(logging.Formatter):
-    """`%(asctime)s …` with the seconds part formatted once per second, not per line."""
-
-    _second: tuple[int, str] = (-1, "")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if self._second[0] != second:
-            self._second = (second, time.strftime(self.default_time_format, time.localtime(second)))
-        return f"{self._second[1]},{int(record.msecs):03d}"
-
-
-def setup_logging(redactor: SecretRedactor, level: int = logging.INFO) -> None:
-    # Per record, logging would also look up the calling frame, the thread and the
-    # process: no handler here prints them (the logging HOWTO's "Optimization" settings).
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(redactor)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "websockets", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 class Daemon:
@@ -380,69 +346,6 @@ def run_daemon(config_path: Path | None) -> int:
     if daemon.restart_into is not None:
         return updater.restart_process(daemon.restart_into)
     return code
-
-
-def run_ui(config_path: Path | None) -> int:
-    """Entry of `studio-worker ui`: the daemon plus a tray icon and desktop notifications
-    (`studio_worker.desktop`); headless with a logged reason when no tray can be had."""
-    from studio_worker.desktop.control import InProcessControl
-    from studio_worker.desktop.notices import update_notice
-    from studio_worker.desktop.shell import desktop_notifier, run_desktop
-
-    redactor = SecretRedactor()
-    setup_logging(redactor)
-    init_telemetry(redactor)
-    config = config_path or default_config_path()
-    notifier = desktop_notifier(state_file(config, "notify-icon.png"))
-    probe = DaemonLock(state_file(config, "daemon.lock"), state_file(config, "daemon.pid"))
-    if not probe.acquire():  # a daemon runs already (e.g. the service): attach to it
-        return _attach_ui(config, notifier)
-    probe.release()
-    tuning = DaemonTuning(registration_tick_s=registration_poll_s(os.environ))
-    daemon = Daemon(config, redactor=redactor, tuning=tuning)
-    control = InProcessControl(
-        status=daemon.status,
-        store=daemon.store,
-        stop=daemon.stop,
-        run=daemon.run,
-        dashboard_url=daemon.dashboard_url,
-    )
-    code = run_desktop(
-        control,
-        control.serve,
-        config_path=daemon.config_path,
-        notifier=notifier,
-        auto_start=lambda: daemon._live.current.auto_start if daemon._live else None,
-        final_notice=lambda: update_notice(daemon.install) if daemon.restart_into else None,
-    )
-    if daemon.restart_into is not None:
-        return updater.restart_process(daemon.restart_into)
-    return code
-
-
-def _attach_ui(config: Path, notifier: Notifier | None) -> int:
-    """`ui` beside a daemon of another process: the tray talks to its local API."""
-    from studio_worker.desktop.remote import ApiControl
-    from studio_worker.desktop.shell import run_desktop
-
-    log.info(
-        "a daemon already runs for this config; the tray attaches to it through its local API",
-        extra={"op": "tray"},
-    )
-    store = ConfigStore(config)
-    try:
-        live = LiveConfig(store, store.load())
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
-    control = ApiControl(state_file(config, "local-api.json"), dashboard_url=dashboard_url)
-    return run_desktop(
-        control,
-        control.serve,
-        config_path=config,
-        notifier=notifier,
-        auto_start=lambda: live.current.auto_start,
-    )
 
 
 async def _with_signals(daemon: Daemon) -> int:

@@ -19,10 +19,11 @@ from typing import Any
 
 import click
 
-from studio_worker.app import Daemon, DaemonTuning, setup_logging
+from studio_worker.app import Daemon, DaemonTuning
 from studio_worker.config.redact import SecretRedactor
 from studio_worker.config.settings import Settings
 from studio_worker.config.store import ConfigStore
+from studio_worker.status.logsetup import setup_logging
 from studio_worker.studio.records import JobRecord
 from studio_worker.studio.server import StudioServer
 

@@ -41,7 +41,7 @@ def ui_cmd(ctx: click.Context, autostart: str | None) -> None:
     """
     config = _config_path(ctx)
     if autostart is None:
-        from studio_worker.app import run_ui
+        from studio_worker.ui_app import run_ui
 
         raise SystemExit(run_ui(config))
     _set_autostart(ctx, config, autostart == "on")

@@ -99,7 +99,7 @@ def run_child(body: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
         f"""
         import logging, sys
         sys.path.insert(0, {str(SRC)!r})
-        from studio_worker.app import setup_logging
+        from studio_worker.status.logsetup import setup_logging
         from studio_worker.config.redact import SecretRedactor
         from studio_worker.platform.telemetry import init_telemetry
 
