@@ -11,19 +11,13 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
-from synthetic_offers import claim
+from synthetic_offers import claim, running_dispatcher
 
 from studio_worker.domain.wire import WireModel
-from studio_worker.engines.registry import EngineRegistry
-from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.jobs.dispatcher import Dispatcher
-from studio_worker.jobs.gate import JobGate
 from studio_worker.protocol.frames import Accept
-from studio_worker.results.uploader import ResultUploader
 from studio_worker.status.shiplog import Breadcrumbs, ShipQueue
-from studio_worker.status.store import StatusStore
 
 
 class Events:
@@ -49,21 +43,8 @@ class RecordingCrumbs(Breadcrumbs):
 @pytest.fixture
 async def parts() -> AsyncIterator[tuple[Dispatcher, Events]]:
     events = Events()
-    async with httpx.AsyncClient() as http:
-        dispatcher = Dispatcher(
-            gate=JobGate(),
-            engines=EngineRegistry([SyntheticEngine()]),
-            uploader=ResultUploader(http),
-            sink=events,
-            status=StatusStore(),
-            crumbs=RecordingCrumbs(events),
-            link=lambda: None,
-        )
-        runner = asyncio.create_task(dispatcher.run())
-        await asyncio.sleep(0)
+    async with running_dispatcher(events, crumbs=RecordingCrumbs(events)) as dispatcher:
         yield dispatcher, events
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_an_inline_job_runs_on_the_callers_task_and_writes_its_lines_after(

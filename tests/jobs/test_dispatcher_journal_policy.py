@@ -12,21 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from synthetic_offers import claim
+from synthetic_offers import claim, running_dispatcher
 
 from studio_worker.domain.tasks import JobOfferClaim
 from studio_worker.domain.wire import WireModel
-from studio_worker.engines.registry import EngineRegistry
-from studio_worker.engines.synthetic import SyntheticEngine
 from studio_worker.jobs.dispatcher import Dispatcher
-from studio_worker.jobs.gate import JobGate
 from studio_worker.jobs.journal import JobJournal
 from studio_worker.protocol.frames import Accept, CompleteJson, Fail
-from studio_worker.results.uploader import ResultUploader
-from studio_worker.status.shiplog import Breadcrumbs, ShipQueue
-from studio_worker.status.store import StatusStore
 
 
 class RecordingJournal(JobJournal):
@@ -59,21 +52,8 @@ Parts = tuple[Dispatcher, Sink, RecordingJournal]
 @pytest.fixture
 async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
     sink, journal = Sink(), RecordingJournal(tmp_path / "jobs")
-    async with httpx.AsyncClient() as http:
-        dispatcher = Dispatcher(
-            gate=JobGate(),
-            engines=EngineRegistry([SyntheticEngine()]),
-            uploader=ResultUploader(http),
-            sink=sink,
-            status=StatusStore(),
-            crumbs=Breadcrumbs(ShipQueue()),
-            link=lambda: None,
-            journal=journal,
-        )
-        runner = asyncio.create_task(dispatcher.run())
+    async with running_dispatcher(sink, journal=journal) as dispatcher:
         yield dispatcher, sink, journal
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def run_one(parts: Parts, offer: JobOfferClaim) -> None:
