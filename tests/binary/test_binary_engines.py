@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import StudioProcess, WorkerProcess, wait_for
+from processes import StudioProcess, WorkerProcess, approve, wait_for, worker_config
 
 from studio_worker import __version__
 
@@ -100,16 +100,10 @@ def rig(unpacked: Path, binary: Path, tmp_path_factory: pytest.TempPathFactory) 
     studio = StudioProcess(tmp / "studio")
     shelf = tmp / "studio" / "files"
     shelf.mkdir(parents=True, exist_ok=True)
-    config = tmp / "worker" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(
-        f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
-        f'models_root = "{tmp / "models"}"\n'
-    )
+    config = worker_config(tmp, studio.url)
     worker = WorkerProcess(config, tmp / "worker.log", command=[str(binary)])
     try:
-        pending = wait_for(lambda: studio.get("/admin/requests?status=pending"), what="a request")
-        studio.post(f"/admin/requests/{pending[0]['requestId']}/approve")
+        approve(studio)
         wait_for(lambda: studio.get("/admin/workers")[0].get("connected") or None, what="online")
         yield Rig(studio, worker, shelf, tmp / "models", engines)
     finally:

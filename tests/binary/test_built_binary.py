@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fake_release import host_triple, link, run, serve_release, version_of, versions_dir
 from PIL import Image
-from processes import StudioProcess, WorkerProcess, wait_for
+from processes import StudioProcess, WorkerProcess, approve, worker_config
 
 from studio_worker import __version__
 
@@ -87,16 +87,10 @@ def test_the_demo_runs_from_the_binary(binary: Path, tmp_path: Path) -> None:
 
 def test_the_binary_registers_connects_and_serves_every_kind(binary: Path, tmp_path: Path) -> None:
     studio = StudioProcess(tmp_path / "studio")
-    config = tmp_path / "worker" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(
-        f'api_base_url = "{studio.url}"\nvram_threshold_gb = 8.0\n'
-        f'models_root = "{tmp_path / "models"}"\n'
-    )
+    config = worker_config(tmp_path, studio.url)
     worker = WorkerProcess(config, tmp_path / "worker.log", command=[str(binary)])
     try:
-        pending = wait_for(lambda: studio.get("/admin/requests?status=pending"), what="a request")
-        studio.post(f"/admin/requests/{pending[0]['requestId']}/approve")
+        approve(studio)
         jobs = {kind: studio.submit(kind, task) for kind, task in FIVE_KINDS}
         for kind, job_id in jobs.items():
             job = studio.wait_job(job_id, timeout=60)

@@ -29,6 +29,25 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def worker_config(folder: Path, studio_url: str) -> Path:
+    """`<folder>/worker/config.toml` for a worker of the studio at `studio_url`, its models
+    under `<folder>/models`."""
+    config = folder / "worker" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f'api_base_url = "{studio_url}"\nvram_threshold_gb = 8.0\n'
+        f'models_root = "{folder / "models"}"\n'
+    )
+    return config
+
+
+def approve(studio: StudioProcess) -> str:
+    """Approve the first pending register request, once there is one; its worker id."""
+    pending = wait_for(lambda: studio.get("/admin/requests?status=pending"), what="a request")
+    worker_id: str = studio.post(f"/admin/requests/{pending[0]['requestId']}/approve")["workerId"]
+    return worker_id
+
+
 class StudioProcess:
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.data_dir = data_dir

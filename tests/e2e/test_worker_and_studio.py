@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from processes import StudioProcess, WorkerProcess, wait_for
+from processes import StudioProcess, WorkerProcess, approve, wait_for
 
 from studio_worker.app import EXIT_AUTH_FAILED, EXIT_OK
 
@@ -50,12 +50,6 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
-
-
-def approve(studio: StudioProcess) -> str:
-    pending = wait_for(lambda: studio.get("/admin/requests?status=pending"), what="a request")
-    worker_id: str = studio.post(f"/admin/requests/{pending[0]['requestId']}/approve")["workerId"]
-    return worker_id
 
 
 def test_fresh_worker_registers_and_serves_every_kind(
