@@ -20,7 +20,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -30,6 +29,14 @@ from studio_worker.domain.logs import rfc3339_millis
 from studio_worker.domain.results import BinaryResult, JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim, full_prompt, prompt_preview
 from studio_worker.localapi.http import ApiError, busy, read_body, read_json
+from studio_worker.localapi.model_files import (
+    ALL_ENGINES,
+    CHAT_ENGINES,
+    IMAGE_ENGINES,
+    STT_ENGINES,
+    TTS_ENGINES,
+    model_source,
+)
 from studio_worker.models import sanitise_id
 from studio_worker.models.store import CachedModel
 from studio_worker.status.store import JobRecord
@@ -39,68 +46,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHAT_ENGINES = ("llama-cpp",)
-STT_ENGINES = ("faster-whisper", "whisper")
-TTS_ENGINES = ("piper",)
-IMAGE_ENGINES = ("sd-cpp",)
-ALL_ENGINES = (*CHAT_ENGINES, *STT_ENGINES, *TTS_ENGINES, *IMAGE_ENGINES)
-ROLES_FILE = "roles.json"  # optional `{filename: role}` next to a model's files
+__all__ = ["Inference", "model_source"]
+
 MAX_IMAGES = 4
 SPEECH_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "ogg": "ogg"}
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
-
-
-# ---- model files -> roles ---------------------------------------------------------------
-
-
-def _sd_role(name: str) -> str:
-    lower = name.lower()
-    if "vae" in lower:
-        return "vae"
-    if "mmproj" in lower or "vision" in lower:
-        return "text-encoder-vision"
-    if any(t in lower for t in ("qwen", "llm", "text-encoder", "text_encoder", "t5", "clip")):
-        return "text-encoder"
-    if any(t in lower for t in ("dit", "diffusion", "unet", "transformer")):
-        return "diffusion-model"
-    return "model"
-
-
-def file_role(engine: str, name: str) -> str:
-    """The `ModelFile.role` a cached file plays for its engine, guessed from its name."""
-    lower = name.lower()
-    if engine in CHAT_ENGINES:
-        return "mmproj" if "mmproj" in lower else "model"
-    if engine in STT_ENGINES:
-        return "model" if lower == "model.bin" else "config"
-    if engine in TTS_ENGINES:
-        return "model" if lower.endswith(".onnx") else "config"
-    if engine in IMAGE_ENGINES:
-        return _sd_role(name)
-    return "model"
-
-
-def model_source(cached: CachedModel) -> tuple[dict[str, Any], dict[str, Path]]:
-    """A wire `modelSource` for the cached files, and their `model_paths`."""
-    overrides: dict[str, str] = {}
-    roles_file = cached.path / ROLES_FILE
-    if roles_file.is_file():
-        try:
-            loaded = json.loads(roles_file.read_text("utf-8"))
-            overrides = {str(k): str(v) for k, v in loaded.items()}
-        except (OSError, ValueError, AttributeError):
-            log.warning("ignoring unreadable %s", roles_file)
-    files, paths = [], {}
-    for file in cached.files:
-        if file.name == ROLES_FILE:
-            continue
-        path = cached.path / file.name
-        role = overrides.get(file.name) or file_role(cached.engine, file.name)
-        files.append(
-            {"role": role, "url": path.as_uri(), "filename": file.name, "approxBytes": file.size}
-        )
-        paths[file.name] = path
-    return {"engine": cached.engine, "files": files}, paths
 
 
 def _text_content(content: Any) -> str:
