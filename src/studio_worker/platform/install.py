@@ -144,9 +144,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def fsync_dir(path: Path) -> None:
-    if sys.platform == "win32":
-        return
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -154,20 +152,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: Path) -> None:
+    if sys.platform != "win32":  # Windows cannot open a folder to flush it
+        _fsync(path)
+
+
 def fsync_tree(path: Path) -> None:
     if sys.platform == "win32":
         return
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
-            file = Path(dirpath) / name
-            if file.is_symlink():
-                continue
-            fd = os.open(file, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
+            if not (file := Path(dirpath) / name).is_symlink():
+                _fsync(file)
+        _fsync(Path(dirpath))
 
 
 def read_current(root: Path) -> str | None:
