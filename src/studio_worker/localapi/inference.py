@@ -10,10 +10,7 @@ routing as studio jobs, and is recorded in the status store with a `local-` job 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -24,8 +21,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from studio_worker.domain.logs import rfc3339_millis
-from studio_worker.domain.results import BinaryResult, JobError, JobResult, JsonResult
+from studio_worker.domain.results import JobError, JobResult
 from studio_worker.domain.tasks import JobOfferClaim, full_prompt, prompt_preview
+from studio_worker.localapi import openai_responses
 from studio_worker.localapi.http import ApiError, busy, read_body, read_json
 from studio_worker.localapi.model_files import (
     ALL_ENGINES,
@@ -52,12 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["Inference", "model_source"]
-
-AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
-
-
-def _pieces(text: str) -> list[str]:
-    return re.findall(r"\s*\S+", text) or ([text] if text else [])
 
 
 class Inference:
@@ -200,49 +192,10 @@ class Inference:
         task = chat_task(body)
         cached = await self._find(body.get("model"), CHAT_ENGINES, "chat")
         job_id, result = await self._run(cached, task)
-        if not isinstance(result, JsonResult) or not isinstance(result.value, dict):
-            raise ApiError(500, "engine_error", "the llama engine did not answer a completion")
-        completion = dict(result.value)
-        completion.setdefault("id", f"chatcmpl-{job_id}")
-        completion.setdefault("created", int(time.time()))
+        answer = openai_responses.chat_completion(job_id, result)
         if not body.get("stream"):
-            return web.json_response(completion)
-        return await self._stream(request, completion)
-
-    async def _stream(self, request: web.Request, completion: dict[str, Any]) -> web.StreamResponse:
-        """The finished completion, re-sent as `chat.completion.chunk` SSE events."""
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        choice = completion["choices"][0]
-        message = choice.get("message", {})
-        base = {
-            "id": completion["id"],
-            "object": "chat.completion.chunk",
-            "created": completion["created"],
-            "model": completion.get("model"),
-        }
-
-        async def send(delta: dict[str, Any], **extra: Any) -> None:
-            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-            chunk["choices"][0].update(extra.pop("choice", {}))
-            chunk.update(extra)
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-
-        await send({"role": "assistant", "content": ""})
-        if message.get("reasoning_content"):
-            await send({"reasoning_content": message["reasoning_content"]})
-        for piece in _pieces(str(message.get("content", ""))):
-            await send({"content": piece})
-        await send(
-            {},
-            choice={"finish_reason": choice.get("finish_reason", "stop")},
-            usage=completion.get("usage"),
-        )
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+            return web.json_response(answer)
+        return await openai_responses.stream_completion(request, answer)
 
     # ---- /v1/audio/transcriptions --------------------------------------------------------
 
@@ -260,19 +213,7 @@ class Inference:
             _, result = await self._run(cached, task)
         finally:
             self.api.drop_input(key)
-        if not isinstance(result, JsonResult) or not isinstance(result.value, dict):
-            raise ApiError(500, "engine_error", "the speech-to-text engine gave no transcript")
-        value = result.value
-        response_format = fields.get("response_format") or "json"
-        if response_format == "text":
-            return web.Response(text=str(value.get("text", "")))
-        if response_format == "verbose_json":
-            return web.json_response({"task": "transcribe", **value})
-        if response_format != "json":
-            raise ApiError(
-                400, "bad_request", f"response_format {response_format} is not supported"
-            )
-        return web.json_response({"text": value.get("text", "")})
+        return openai_responses.transcription(result, fields.get("response_format") or "json")
 
     # ---- /v1/audio/speech ----------------------------------------------------------------
 
@@ -281,10 +222,7 @@ class Inference:
         task = speech_task(body)
         cached = await self._find(body.get("model"), TTS_ENGINES, "text-to-speech")
         _, result = await self._run(cached, task)
-        if not isinstance(result, BinaryResult):
-            raise ApiError(500, "engine_error", "the text-to-speech engine gave no audio")
-        content_type = AUDIO_TYPES.get(result.ext, "application/octet-stream")
-        return web.Response(body=result.data, content_type=content_type)
+        return openai_responses.speech(result)
 
     # ---- /v1/images/generations ----------------------------------------------------------
 
@@ -297,9 +235,7 @@ class Inference:
             if index and isinstance(task.get("seed"), int):
                 task["seed"] += 1
             _, result = await self._run(cached, task)
-            if not isinstance(result, BinaryResult):
-                raise ApiError(500, "engine_error", "the image engine gave no image")
-            data.append({"b64_json": base64.b64encode(result.data).decode("ascii")})
+            data.append(openai_responses.image(result))
         return web.json_response({"created": int(time.time()), "data": data})
 
 
