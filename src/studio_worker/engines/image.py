@@ -32,7 +32,6 @@ stops the process when a cancel is ignored too long.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import io
 import logging
@@ -42,7 +41,6 @@ import re
 import secrets
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,13 +57,9 @@ from studio_worker.domain.tasks import (
     ModelSource,
     VideoTask,
 )
-from studio_worker.engines.base import (
-    Progress,
-    ThrottledProgress,
-    no_progress,
-    resident_files,
-)
+from studio_worker.engines.base import Progress, ThrottledProgress, no_progress
 from studio_worker.engines.inputs import display_url, fetch_input
+from studio_worker.engines.resident import Residency
 from studio_worker.engines.video import NEXT_FRAME_STRENGTH, encode_video, plan_video
 
 if TYPE_CHECKING:
@@ -374,21 +368,18 @@ def _default_threads() -> int:
     return cpus if cpus <= 4 else cpus // 2
 
 
-class SdCppEngine:
+class SdCppEngine(Residency[LoadOptions, Any]):
     """stable-diffusion.cpp; serves `image` and `video` tasks of `sd-cpp` model sources."""
 
     name = "sdcpp"
+    free_at_exit = True
 
     def __init__(
         self, *, n_threads: int | None = None, max_input_bytes: int = MAX_INPUT_BYTES
     ) -> None:
         self._n_threads = n_threads or _default_threads()
         self.max_input_bytes = max_input_bytes
-        self._lock = threading.Lock()
-        self._sd: Any = None
-        self._key: LoadOptions | None = None
-        self.loads = 0
-        """How many times a context was loaded (a resident one is not loaded again)."""
+        super().__init__()
 
     # -- roster ---------------------------------------------------------------------------
 
@@ -402,9 +393,16 @@ class SdCppEngine:
         """The options of the resident context, if any."""
         return self._key
 
-    def resident(self) -> list[str]:
-        key = self._key
-        return resident_files(key.paths if key else [])
+    @property
+    def _sd(self) -> Any:
+        """The resident context, if any."""
+        return self._held[1] if self._held is not None else None
+
+    def _files(self, key: LoadOptions) -> list[Path]:
+        return key.paths
+
+    def _close(self, model: Any) -> None:
+        model.close()
 
     def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
         options = load_options(
@@ -413,19 +411,10 @@ class SdCppEngine:
         with self._lock:
             self._ensure(options, ThrottledProgress(no_progress))
 
-    def unload(self) -> None:
-        with self._lock:
-            self._unload()
-
-    def _unload(self) -> None:
-        if self._sd is not None:
-            self._sd.close()
-        self._sd, self._key = None, None
-
     def _ensure(self, options: LoadOptions, progress: ThrottledProgress) -> Any:
-        if options == self._key:
-            return self._sd
-        self._unload()
+        return self._hold(options, lambda: self._load(options, progress))
+
+    def _load(self, options: LoadOptions, progress: ThrottledProgress) -> Any:
         for path in options.paths:
             if not path.is_file():
                 raise JobError(f"model file {path.name} is missing", retryable=True)
@@ -446,11 +435,6 @@ class SdCppEngine:
             why = "; ".join(_native_errors) or "stable-diffusion.cpp refused the files"
             raise JobError(f"could not load model {names}: {why}", retryable=True)
         log.info("loaded %s in %.2f s", names, time.monotonic() - started)
-        self._sd, self._key = sd, options
-        if self.loads == 0:
-            # free the context before interpreter teardown, while the library is still there
-            atexit.register(_unload_at_exit, weakref.ref(self))
-        self.loads += 1
         return sd
 
     # -- a job ----------------------------------------------------------------------------
@@ -686,9 +670,3 @@ def _seed(seed: int | None) -> int:
 def _check(cancel: threading.Event) -> None:
     if cancel.is_set():
         raise JobError("cancelled", retryable=True)
-
-
-def _unload_at_exit(ref: weakref.ref[SdCppEngine]) -> None:
-    engine = ref()
-    if engine is not None:
-        engine.unload()

@@ -10,14 +10,12 @@ tokens. The last loaded model stays resident for the next job on the same model.
 
 from __future__ import annotations
 
-import atexit
 import codecs
 import json
 import logging
 import struct
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,12 +26,8 @@ from typing import Any, BinaryIO
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim, LlmTask, ModelFile, ModelSource
-from studio_worker.engines.base import (
-    Progress,
-    ThrottledProgress,
-    no_progress,
-    resident_files,
-)
+from studio_worker.engines.base import Progress, ThrottledProgress, no_progress
+from studio_worker.engines.resident import Residency
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger(f"{__name__}.llama_cpp")
@@ -318,19 +312,16 @@ class Completion:
     finish_reason: str
 
 
-class LlamaEngine:
+class LlamaEngine(Residency[_Key, Any]):
     """llama.cpp through llama-cpp-python; serves `llm` tasks of `llama-cpp` model sources."""
 
     name = "llama"
+    free_at_exit = True
 
     def __init__(self, models_root: Path, *, n_gpu_layers: int | None = None) -> None:
         self._models_root = models_root
         self._n_gpu_layers = n_gpu_layers
-        self._lock = threading.Lock()
-        self._llm: Any = None
-        self._key: _Key | None = None
-        self.loads = 0
-        """How many times a model was loaded (a resident model is not loaded again)."""
+        super().__init__()
 
     # -- roster ---------------------------------------------------------------------------
 
@@ -343,31 +334,26 @@ class LlamaEngine:
     @property
     def loaded(self) -> Path | None:
         """The file of the resident model, if any."""
-        return self._key.path if self._key else None
+        key = self._key
+        return key.path if key else None
 
     @property
     def context_size(self) -> int | None:
         """The context (tokens) of the resident model, if any."""
-        return self._key.n_ctx if self._key else None
-
-    def resident(self) -> list[str]:
         key = self._key
-        return resident_files([key.path] if key else [])
+        return key.n_ctx if key else None
+
+    def _files(self, key: _Key) -> list[Path]:
+        return [key.path]
+
+    def _close(self, model: Any) -> None:
+        model.close()
 
     def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
         path = llm_file(source.files, model_paths)
         wanted_ctx = source.cli_defaults.context_size or DEFAULT_CONTEXT
         with self._lock:
             self._ensure(path, wanted_ctx, ThrottledProgress(no_progress))
-
-    def unload(self) -> None:
-        with self._lock:
-            self._unload()
-
-    def _unload(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-        self._llm, self._key = None, None
 
     def _gpu_layers(self) -> int:
         if self._n_gpu_layers is not None:
@@ -384,45 +370,41 @@ class LlamaEngine:
             raise JobError(f"could not load model {path.name}: {exc}", retryable=True) from exc
         n_ctx = min(wanted_ctx, trained) if trained else wanted_ctx
         key = _Key(path, n_ctx, self._gpu_layers())
-        if key == self._key:
-            return self._llm, n_ctx
-        self._unload()
-        progress(0.0, f"loading {path.name}", force=True)
-        from llama_cpp import Llama
 
-        route_native_logs()
-        _native_errors.clear()
-        started = time.monotonic()
-        try:
-            llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_gpu_layers=key.n_gpu_layers,
-                verbose=False,
+        def load() -> Any:
+            progress(0.0, f"loading {path.name}", force=True)
+            from llama_cpp import Llama
+
+            route_native_logs()
+            _native_errors.clear()
+            started = time.monotonic()
+            try:
+                llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_gpu_layers=key.n_gpu_layers,
+                    verbose=False,
+                )
+            except Exception as exc:
+                if _is_template_error(exc):
+                    # llama-cpp-python compiles the GGUF's chat template while loading
+                    raise JobError(f"chat template: {exc}", retryable=False) from exc
+                why = "; ".join(_native_errors)
+                raise JobError(
+                    f"could not load model {path.name}: {exc}" + (f" ({why})" if why else ""),
+                    retryable=True,
+                ) from exc
+            log.info(
+                "loaded %s: context %d, gpu layers %d, %.2f s",
+                path.name,
+                n_ctx,
+                key.n_gpu_layers,
+                time.monotonic() - started,
             )
-        except Exception as exc:
-            if _is_template_error(exc):
-                # llama-cpp-python compiles the GGUF's chat template while loading
-                raise JobError(f"chat template: {exc}", retryable=False) from exc
-            why = "; ".join(_native_errors)
-            raise JobError(
-                f"could not load model {path.name}: {exc}" + (f" ({why})" if why else ""),
-                retryable=True,
-            ) from exc
-        log.info(
-            "loaded %s: context %d, gpu layers %d, %.2f s",
-            path.name,
-            n_ctx,
-            key.n_gpu_layers,
-            time.monotonic() - started,
-        )
-        self._llm, self._key = llm, key
-        if self.loads == 0:
-            # free the model before interpreter teardown, when llama.cpp can still be called
-            atexit.register(_unload_at_exit, weakref.ref(self))
-        self.loads += 1
-        progress(0.0, f"loaded {path.name} (context {n_ctx})", force=True)
-        return llm, n_ctx
+            progress(0.0, f"loaded {path.name} (context {n_ctx})", force=True)
+            return llm
+
+        return self._hold(key, load), n_ctx
 
     # -- a job ----------------------------------------------------------------------------
 
@@ -575,12 +557,6 @@ class LlamaEngine:
             # the first token always shows (time to first token), then throttled
             progress(generated / budget, f"{generated}/{budget} tokens", force=generated == 1)
         return Completion(text, len(tokens), generated, finish)
-
-
-def _unload_at_exit(ref: weakref.ref[LlamaEngine]) -> None:
-    engine = ref()
-    if engine is not None:
-        engine.unload()
 
 
 def _is_template_error(exc: BaseException) -> bool:

@@ -20,8 +20,9 @@ from typing import Any
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim, ModelFile, ModelSource, SttTask
-from studio_worker.engines.base import Progress, no_progress, resident_files
+from studio_worker.engines.base import Progress, no_progress
 from studio_worker.engines.inputs import fetch_input
+from studio_worker.engines.resident import Residency
 
 WILDCARD = "faster-whisper:*"
 MAX_AUDIO_BYTES = 200 * 1024 * 1024
@@ -54,7 +55,7 @@ def _seconds(value: Any) -> float:
     return round(float(value), 3)
 
 
-class WhisperEngine:
+class WhisperEngine(Residency[_Key, Any]):
     """faster-whisper; serves `audio_stt` tasks of `faster-whisper`/`whisper` model sources."""
 
     name = "whisper"
@@ -71,11 +72,7 @@ class WhisperEngine:
         self._compute_type = compute_type
         self._cpu_threads = cpu_threads
         self.max_audio_bytes = max_audio_bytes
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._key: _Key | None = None
-        self.loads = 0
-        """How many times a model was loaded (a resident model is not loaded again)."""
+        super().__init__()
 
     def models_per_kind(self) -> Mapping[TaskKind, list[str]]:
         return {TaskKind.AUDIO_STT: [WILDCARD]}
@@ -84,20 +81,16 @@ class WhisperEngine:
 
     @property
     def loaded(self) -> Path | None:
-        return self._key.dir if self._key else None
-
-    def resident(self) -> list[str]:
         key = self._key
-        return resident_files([key.dir] if key else [])
+        return key.dir if key else None
+
+    def _files(self, key: _Key) -> list[Path]:
+        return [key.dir]
 
     def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
         dir = whisper_dir(source.files, model_paths)
         with self._lock:
             self._ensure(dir, no_progress)
-
-    def unload(self) -> None:
-        with self._lock:
-            self._model, self._key = None, None
 
     def _placement(self) -> tuple[str, str]:
         device = self._device
@@ -128,18 +121,15 @@ class WhisperEngine:
                 retryable=False,
             )
         device, compute_type = self._placement()
-        key = _Key(dir, device, compute_type)
-        if key == self._key:
-            return self._model
-        self._model, self._key = None, None
-        progress(0.05, f"loading {dir.name} ({device}, {compute_type})")
-        try:
-            model = self._load(dir, device, compute_type)
-        except Exception as exc:
-            raise JobError(f"could not load model {dir.name}: {exc}", retryable=True) from exc
-        self._model, self._key = model, key
-        self.loads += 1
-        return model
+
+        def load() -> Any:
+            progress(0.05, f"loading {dir.name} ({device}, {compute_type})")
+            try:
+                return self._load(dir, device, compute_type)
+            except Exception as exc:
+                raise JobError(f"could not load model {dir.name}: {exc}", retryable=True) from exc
+
+        return self._hold(_Key(dir, device, compute_type), load)
 
     # -- a job ----------------------------------------------------------------------------
 

@@ -32,8 +32,9 @@ from typing import Any
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import BinaryResult, CannotServe, JobError, JobResult
 from studio_worker.domain.tasks import JobOfferClaim, ModelFile, ModelSource, TtsTask
-from studio_worker.engines.base import Progress, no_progress, resident_files
+from studio_worker.engines.base import Progress, no_progress
 from studio_worker.engines.ffmpeg import run_ffmpeg
+from studio_worker.engines.resident import Residency
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ class _Key:
     device: str
 
 
-class PiperEngine:
+class PiperEngine(Residency[_Key, Any]):
     """piper-tts; serves `audio_tts` tasks of `piper` model sources."""
 
     name = "tts"
@@ -257,11 +258,7 @@ class PiperEngine:
         """
         self._device = device
         self._noise = noise
-        self._lock = threading.Lock()
-        self._voice: Any = None
-        self._key: _Key | None = None
-        self.loads = 0
-        """How many times a voice was loaded (a resident voice is not loaded again)."""
+        super().__init__()
 
     def models_per_kind(self) -> Mapping[TaskKind, list[str]]:
         return {TaskKind.AUDIO_TTS: [WILDCARD]}
@@ -270,21 +267,17 @@ class PiperEngine:
 
     @property
     def loaded(self) -> Path | None:
-        return self._key.model if self._key else None
-
-    def resident(self) -> list[str]:
         key = self._key
-        return resident_files([key.model, key.config] if key else [])
+        return key.model if key else None
+
+    def _files(self, key: _Key) -> list[Path]:
+        return [key.model, key.config]
 
     def preload(self, source: ModelSource, model_paths: Mapping[str, Path]) -> None:
         files = voice_files(source.files, model_paths)
         read_voice_config(files.config, files.model.name)  # refused as a job would be
         with self._lock:
             self._ensure(files, no_progress)
-
-    def unload(self) -> None:
-        with self._lock:
-            self._voice, self._key = None, None
 
     def _placement(self) -> str:
         if self._device is not None:
@@ -300,20 +293,17 @@ class PiperEngine:
 
     def _ensure(self, files: VoiceFiles, progress: Progress) -> Any:
         device = self._placement()
-        key = _Key(files.model, files.config, device)
-        if key == self._key:
-            return self._voice
-        self._voice, self._key = None, None
-        progress(0.02, f"loading voice {files.model.name} ({device})")
-        try:
-            voice = self._load(files, device)
-        except Exception as exc:
-            raise JobError(
-                f"could not load voice {files.model.name}: {exc}", retryable=True
-            ) from exc
-        self._voice, self._key = voice, key
-        self.loads += 1
-        return voice
+
+        def load() -> Any:
+            progress(0.02, f"loading voice {files.model.name} ({device})")
+            try:
+                return self._load(files, device)
+            except Exception as exc:
+                raise JobError(
+                    f"could not load voice {files.model.name}: {exc}", retryable=True
+                ) from exc
+
+        return self._hold(_Key(files.model, files.config, device), load)
 
     # -- a job ----------------------------------------------------------------------------
 
