@@ -16,13 +16,9 @@ from fixtures.tiny_models import THINK_ANSWER, TINY_ANSWER
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim
-from studio_worker.engines.llm import (
-    GgufError,
-    LlamaEngine,
-    gguf_trained_context,
-    render_chat,
-    split_reasoning,
-)
+from studio_worker.engines.gguf import GgufError, gguf_trained_context
+from studio_worker.engines.llm import LlamaEngine
+from studio_worker.engines.llm_prompt import render_chat, split_reasoning
 
 if TYPE_CHECKING:
     from conftest import Ggufs
