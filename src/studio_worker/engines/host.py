@@ -14,276 +14,50 @@ to a job or a `Preload` carries what the engine holds loaded then (`EngineHost.r
 `HostedEngine` is what the registry sees: it satisfies the `Engine` port with the engine's
 own name and advertised models (computed in the parent from a cheap instance that never
 loads anything), and forwards `run` to the child.
+
+The messages are in `host_messages.py`, the child's side in `host_child.py`; this module
+is the parent's: the process handle (`EngineHost`) and the port (`HostedEngine`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import JobError, JobResult
 from studio_worker.domain.tasks import JobOfferClaim, ModelSource
-from studio_worker.engines.base import Engine, Progress, no_progress
+from studio_worker.engines.base import Progress, no_progress
+from studio_worker.engines.host_child import child_main
+from studio_worker.engines.host_messages import (
+    Broken,
+    CancelJob,
+    Connection,
+    EngineSpec,
+    FromChild,
+    JobDone,
+    JobFailed,
+    JobProgress,
+    LogLine,
+    Preload,
+    Preloaded,
+    RunJob,
+    Started,
+    Stop,
+)
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 CANCEL_GRACE_S = 10.0
 STOP_GRACE_S = 5.0
-Connection = multiprocessing.connection.Connection
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSpec:
-    """How the child builds its engine: `module.qualname(**kwargs)` (kwargs picklable)."""
-
-    module: str
-    qualname: str
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-    def build(self) -> Engine:
-        factory = getattr(importlib.import_module(self.module), self.qualname)
-        engine: Engine = factory(**self.kwargs)
-        return engine
-
-
-# ---- messages: parent -> child ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunJob:
-    seq: int
-    claim: JobOfferClaim
-    model_paths: Mapping[str, Path]
-
-
-@dataclass(frozen=True, slots=True)
-class Preload:
-    """Load `source`'s model as a job of it would, without running one."""
-
-    seq: int
-    source: ModelSource
-    model_paths: Mapping[str, Path]
-
-
-@dataclass(frozen=True, slots=True)
-class CancelJob:
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    pass
-
-
-# ---- messages: child -> parent ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Broken:
-    """The child could not build its engine (import error, missing library)."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class JobProgress:
-    seq: int
-    fraction: float
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    level: int
-    logger: str
-    message: str
-    job_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class JobDone:
-    seq: int
-    result: JobResult
-    loads: int | None  # the engine's model-load counter, when it keeps one
-    resident: tuple[str, ...] = ()  # the engine's `resident()` after the job
-
-
-@dataclass(frozen=True, slots=True)
-class JobFailed:
-    seq: int
-    message: str
-    retryable: bool
-    crashed: bool  # an unexpected exception rather than a classified JobError
-    loads: int | None
-    resident: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Preloaded:
-    """The answer to a `Preload` that worked (one that did not is a `JobFailed`)."""
-
-    seq: int
-    loads: int | None
-    resident: tuple[str, ...]
-
-
-ToChild = RunJob | Preload | CancelJob | Stop
-FromChild = Started | Broken | JobProgress | LogLine | JobDone | JobFailed | Preloaded
-
-
-# ---- the child ----------------------------------------------------------------------
-
-
-class _PipeLogHandler(logging.Handler):
-    """Sends the child's log records to the parent, which logs them as its own."""
-
-    def __init__(self, send: _Sender) -> None:
-        super().__init__(logging.INFO)
-        self._send = send
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            job_id = getattr(record, "job_id", None)
-            self._send(LogLine(record.levelno, record.name, record.getMessage(), job_id))
-        except Exception:  # a log line must never break a job
-            self.handleError(record)
-
-
-class _Sender:
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def __call__(self, message: FromChild) -> None:
-        with self._lock:
-            self._conn.send(message)
-
-
-def child_main(conn: Connection, spec: EngineSpec) -> None:
-    """Entry point of the engine process (must stay importable for `spawn`)."""
-    send = _Sender(conn)
-    root = logging.getLogger()
-    root.handlers[:] = [_PipeLogHandler(send)]
-    root.setLevel(logging.INFO)
-    try:
-        engine = spec.build()
-    except BaseException as exc:
-        send(Broken(f"{type(exc).__name__}: {exc}"))
-        return
-    send(Started(os.getpid()))
-
-    jobs: list[RunJob | Preload] = []
-    arrived = threading.Condition()
-    cancels: dict[int, threading.Event] = {}
-    stopping = threading.Event()
-
-    def reader() -> None:
-        # The only reader of the pipe. A closed pipe means the parent is gone: so are we.
-        while True:
-            try:
-                message: ToChild = conn.recv()
-            except (EOFError, OSError):
-                os._exit(0)
-            with arrived:
-                if isinstance(message, RunJob | Preload):
-                    cancels[message.seq] = threading.Event()
-                    jobs.append(message)
-                elif isinstance(message, CancelJob):
-                    if message.seq in cancels:
-                        cancels[message.seq].set()
-                else:
-                    stopping.set()
-                arrived.notify()
-            if stopping.is_set():
-                return
-
-    threading.Thread(target=reader, name="engine-host-reader", daemon=True).start()
-    while True:
-        with arrived:
-            while not jobs and not stopping.is_set():
-                arrived.wait()
-            if stopping.is_set():
-                break
-            job = jobs.pop(0)
-            cancel = cancels[job.seq]
-        if isinstance(job, Preload):
-            _preload(engine, job, send)
-        else:
-            _run_one(engine, job, cancel, send)
-        with arrived:
-            cancels.pop(job.seq, None)
-    unload = getattr(engine, "unload", None)
-    if callable(unload):
-        unload()
-
-
-def _run_one(engine: Engine, job: RunJob, cancel: threading.Event, send: _Sender) -> None:
-    def progress(fraction: float, note: str) -> None:
-        send(JobProgress(job.seq, fraction, note))
-
-    try:
-        result = engine.run(job.claim, job.model_paths, progress, cancel)
-    except Exception as exc:
-        send(_failed(engine, job.seq, exc, job.claim.job_id))
-    else:
-        send(JobDone(job.seq, result, _loads(engine), _resident(engine)))
-
-
-def _preload(engine: Engine, job: Preload, send: _Sender) -> None:
-    try:
-        engine.preload(job.source, job.model_paths)
-    except Exception as exc:
-        send(_failed(engine, job.seq, exc, None))
-    else:
-        send(Preloaded(job.seq, _loads(engine), _resident(engine)))
-
-
-def _failed(engine: Engine, seq: int, exc: Exception, job_id: str | None) -> JobFailed:
-    if isinstance(exc, JobError):
-        return JobFailed(seq, exc.message, exc.retryable, False, _loads(engine), _resident(engine))
-    logging.getLogger(__name__).error(
-        "engine raised %s", traceback.format_exc(), extra={"job_id": job_id}
-    )
-    message = f"{type(exc).__name__}: {exc}"
-    return JobFailed(seq, message, True, True, _loads(engine), _resident(engine))
-
-
-def _loads(engine: Engine) -> int | None:
-    loads = getattr(engine, "loads", None)
-    return loads if isinstance(loads, int) else None
-
-
-def _resident(engine: Engine) -> tuple[str, ...]:
-    resident = getattr(engine, "resident", None)  # an engine from before the port had it
-    if not callable(resident):
-        return ()
-    try:
-        return tuple(str(path) for path in resident())
-    except Exception:  # residency is a report: it must never fail a job
-        logging.getLogger(__name__).exception("engine residency report failed")
-        return ()
-
-
-# ---- the parent ---------------------------------------------------------------------
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from studio_worker.engines.availability import installed
-from studio_worker.engines.host import EngineSpec, HostedEngine
+from studio_worker.engines.host import HostedEngine
+from studio_worker.engines.host_messages import EngineSpec
 
 
 @dataclass(frozen=True, slots=True)
