@@ -30,15 +30,15 @@ from fixtures.tiny_sd import TinySd, dit_shapes, write_gguf
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError
 from studio_worker.domain.tasks import ImageTask, JobOfferClaim, ModelCliDefaults, ModelFile
-from studio_worker.engines.image import (
+from studio_worker.engines.image import SdCppEngine
+from studio_worker.engines.image_io import output_ext
+from studio_worker.engines.sd_params import (
     DEFAULT_CFG,
     DEFAULT_SIDE,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
-    SdCppEngine,
     clean_prompt,
     load_options,
-    output_ext,
     sample_options,
 )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from studio_worker.domain.kinds import TaskKind
-from studio_worker.domain.results import JobResult
+from studio_worker.domain.results import JobError, JobResult
 from studio_worker.domain.tasks import JobOfferClaim, ModelSource
 
 Progress = Callable[[float, str], None]  # fraction 0..1, short note
@@ -30,6 +30,12 @@ class ThrottledProgress:
         if force or now - self._last >= self._every_s:
             self._last = now
             self._progress(max(0.0, min(1.0, fraction)), note)
+
+
+def check_cancel(cancel: threading.Event) -> None:
+    """Raise the `cancelled` JobError once `cancel` is set (between two steps of a job)."""
+    if cancel.is_set():
+        raise JobError("cancelled", retryable=True)
 
 
 def no_progress(fraction: float, note: str) -> None:
