@@ -22,7 +22,7 @@ from typing import Any
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim, LlmTask, ModelFile, ModelSource
-from studio_worker.engines.base import Progress, ThrottledProgress, no_progress
+from studio_worker.engines.base import Progress, ThrottledProgress, check_cancel, no_progress
 from studio_worker.engines.gguf import GgufError, gguf_trained_context
 from studio_worker.engines.llm_generate import complete
 from studio_worker.engines.llm_prompt import chat_completion, render_prompt, tokenize_prompt
@@ -204,8 +204,7 @@ class LlamaEngine(Residency[_Key, Any]):
         wanted_ctx = claim.model_source.cli_defaults.context_size or DEFAULT_CONTEXT
         throttle = ThrottledProgress(progress)
         with self._lock:
-            if cancel.is_set():
-                raise JobError("cancelled", retryable=True)
+            check_cancel(cancel)
             llm, n_ctx = self._ensure(path, wanted_ctx, throttle)
             started = time.monotonic()
             prompt, stops, opened = render_prompt(llm, claim, task)

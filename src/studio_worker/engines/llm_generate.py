@@ -14,7 +14,7 @@ from typing import Any
 
 from studio_worker.domain.results import JobError
 from studio_worker.domain.tasks import LlmTask
-from studio_worker.engines.base import ThrottledProgress
+from studio_worker.engines.base import ThrottledProgress, check_cancel
 from studio_worker.engines.llm_prompt import Completion, tokenize_prompt
 
 # Sampling defaults of llama.cpp itself, used when the task does not set them.
@@ -66,8 +66,7 @@ def complete(
         repeat_penalty=1.0,
         grammar=grammar,
     ):
-        if cancel.is_set():
-            raise JobError("cancelled", retryable=True)
+        check_cancel(cancel)
         if llama_cpp.llama_vocab_is_eog(vocab, token):
             finish = "stop"
             break

@@ -20,7 +20,7 @@ from typing import Any
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import CannotServe, JobError, JobResult, JsonResult
 from studio_worker.domain.tasks import JobOfferClaim, ModelFile, ModelSource, SttTask
-from studio_worker.engines.base import Progress, no_progress
+from studio_worker.engines.base import Progress, check_cancel, no_progress
 from studio_worker.engines.inputs import fetch_input
 from studio_worker.engines.resident import Residency
 
@@ -144,15 +144,15 @@ class WhisperEngine(Residency[_Key, Any]):
         if not isinstance(task, SttTask):
             raise CannotServe(f"whisper engine cannot serve {task.kind} tasks")
         dir = whisper_dir(claim.model_source.files, model_paths)
-        _check(cancel)
+        check_cancel(cancel)
         progress(0.0, "fetching audio")
         data = fetch_input(
             task.input_url, max_bytes=self.max_audio_bytes, timeout_s=FETCH_TIMEOUT_S, what="audio"
         )
-        _check(cancel)
+        check_cancel(cancel)
         with self._lock:
             model = self._ensure(dir, progress)
-            _check(cancel)
+            check_cancel(cancel)
             result = self._transcribe(model, task, data, progress, cancel)
         progress(1.0, "done")
         return JsonResult(result)
@@ -192,7 +192,7 @@ class WhisperEngine(Residency[_Key, Any]):
         texts: list[str] = []
         listed: list[dict[str, Any]] = []
         for index, segment in enumerate(segments):
-            _check(cancel)
+            check_cancel(cancel)
             texts.append(segment.text)
             entry: dict[str, Any] = {
                 "id": index,
@@ -220,8 +220,3 @@ class WhisperEngine(Residency[_Key, Any]):
         if task.timestamps is not None:
             result["segments"] = listed
         return result
-
-
-def _check(cancel: threading.Event) -> None:
-    if cancel.is_set():
-        raise JobError("cancelled", retryable=True)

@@ -32,7 +32,7 @@ from typing import Any
 from studio_worker.domain.kinds import TaskKind
 from studio_worker.domain.results import BinaryResult, CannotServe, JobError, JobResult
 from studio_worker.domain.tasks import JobOfferClaim, ModelFile, ModelSource, TtsTask
-from studio_worker.engines.base import Progress, no_progress
+from studio_worker.engines.base import Progress, check_cancel, no_progress
 from studio_worker.engines.ffmpeg import run_ffmpeg
 from studio_worker.engines.resident import Residency
 
@@ -324,10 +324,10 @@ class PiperEngine(Residency[_Key, Any]):
         check_language(config, task.language)
         speaker = speaker_id(config, task.voice)
         scale = length_scale(config, task.speed)
-        _check(cancel)
+        check_cancel(cancel)
         with self._lock:
             voice = self._ensure(files, progress)
-            _check(cancel)
+            check_cancel(cancel)
             pcm = self._speak(
                 voice, text, speaker=speaker, scale=scale, progress=progress, cancel=cancel
             )
@@ -362,7 +362,7 @@ class PiperEngine(Residency[_Key, Any]):
             raise JobError("text has nothing to speak (no words)", retryable=False)
         pieces: list[bytes] = []
         for index, phonemes in enumerate(sentences):
-            _check(cancel)
+            check_cancel(cancel)
             try:
                 ids = voice.phonemes_to_ids(phonemes)
                 audio = np.asarray(voice.phoneme_ids_to_audio(ids, syn), dtype=np.float32)
@@ -377,8 +377,3 @@ class PiperEngine(Residency[_Key, Any]):
                 round(0.1 + 0.8 * done / len(sentences), 4), f"{done}/{len(sentences)} sentences"
             )
         return b"".join(pieces)
-
-
-def _check(cancel: threading.Event) -> None:
-    if cancel.is_set():
-        raise JobError("cancelled", retryable=True)
