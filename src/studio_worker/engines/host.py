@@ -6,17 +6,18 @@ flight: the parent sees the process go, fails that job with `retryable: true` an
 reason, and starts a fresh child. The WebSocket session, in the parent, never notices.
 
 Jobs and progress cross a small, typed message channel (a `multiprocessing` pipe carrying
-the frozen dataclasses below). The child keeps its engine object, and so the engine's
-loaded model, between jobs: a second job on the same model does not reload it. Every answer
-to a job or a `Preload` carries what the engine holds loaded then (`EngineHost.resident`);
-`EngineHost.unload` stops the child, which frees all of its memory.
+the frozen dataclasses of `host_messages.py`). The child keeps its engine object, and so
+the engine's loaded model, between jobs: a second job on the same model does not reload
+it. Every answer to a job or a `Preload` carries what the engine holds loaded then
+(`EngineHost.resident`); `EngineHost.unload` stops the child, which frees all of its
+memory.
 
 `HostedEngine` is what the registry sees: it satisfies the `Engine` port with the engine's
 own name and advertised models (computed in the parent from a cheap instance that never
 loads anything), and forwards `run` to the child.
 
-The messages are in `host_messages.py`, the child's side in `host_child.py`; this module
-is the parent's: the process handle (`EngineHost`) and the port (`HostedEngine`).
+The child's side is `host_child.py`; this module is the parent's: the process handle
+(`EngineHost`) and the port (`HostedEngine`).
 """
 
 from __future__ import annotations
