@@ -23,7 +23,6 @@ from studio_worker.localapi.model_files import (
     IMAGE_ENGINES,
     STT_ENGINES,
     TTS_ENGINES,
-    model_source,
 )
 from studio_worker.localapi.openai_requests import (
     chat_task,
@@ -35,8 +34,6 @@ from studio_worker.localapi.openai_requests import (
 
 if TYPE_CHECKING:
     from studio_worker.localapi.server import LocalApi
-
-__all__ = ["Inference", "model_source"]
 
 
 class Inference:

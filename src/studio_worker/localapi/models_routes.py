@@ -47,7 +47,7 @@ from studio_worker.domain.tasks import ModelSource
 from studio_worker.engines.base import Engine
 from studio_worker.engines.host import HostedEngine
 from studio_worker.localapi.http import ApiError, read_json
-from studio_worker.localapi.inference import model_source
+from studio_worker.localapi.model_files import model_source
 from studio_worker.models import ModelError, check_filename, check_url, sanitise_id
 from studio_worker.models.store import CachedModel
 
